@@ -1,0 +1,31 @@
+//! Command-line interface, following the vhost-user backend program
+//! conventions (QEMU docs/interop/vhost-user.rst): `--socket-path` or
+//! `--fd`, socket activation when neither is given, `--print-capabilities`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// vhost-user backend that mediates an s390 I/O subchannel for one guest.
+#[derive(Debug, Parser)]
+#[command(name = "vhost-user-ccw", version, about, long_about = None)]
+pub struct Args {
+    /// Listen for the frontend on this UNIX socket path (created, replacing
+    /// a stale socket).
+    #[arg(long, value_name = "PATH", conflicts_with = "fd")]
+    pub socket_path: Option<PathBuf>,
+
+    /// Serve on an inherited, already listening UNIX socket.
+    #[arg(long, value_name = "N")]
+    pub fd: Option<i32>,
+
+    /// Host subchannel to mediate: `sim[,devno=HEX][,schno=N][,chpid=HEX][,size=BYTES][,latency-us=N]`
+    /// (an emulated subchannel with a buffer device), or `vfio:MDEV` (not
+    /// available yet).
+    #[arg(long, value_name = "SPEC", default_value = "sim")]
+    pub device: String,
+
+    /// Print the backend's capabilities as vhost-user JSON and exit.
+    #[arg(long)]
+    pub print_capabilities: bool,
+}

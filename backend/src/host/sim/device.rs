@@ -1,0 +1,209 @@
+//! Device models the simulated subchannel can front.
+//!
+//! A [`DeviceModel`] sees one command at a time with the channel's data area
+//! for it, like a control unit on the other side of the channel; chaining,
+//! incorrect-length rules and interruptions are the subchannel's business.
+//! [`BufferDevice`] is a small sequential device over an in-memory buffer.
+
+use vhost_user_ccw_protocol::arch::{Ciw, DeviceStatus, Sense, SenseId};
+
+/// What the device answered to one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceResponse {
+    /// Device status presented at the end of the command.
+    pub status: DeviceStatus,
+    /// How many bytes the device transferred or wanted to transfer. When it
+    /// differs from the CCW count the channel indicates incorrect length
+    /// (unless suppressed).
+    pub length: usize,
+}
+
+impl DeviceResponse {
+    /// Channel end and device end after `length` bytes.
+    pub fn done(length: usize) -> Self {
+        Self {
+            status: DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END,
+            length,
+        }
+    }
+
+    /// Unit check: the command failed; sense data says why.
+    pub fn unit_check() -> Self {
+        Self {
+            status: DeviceStatus::CHANNEL_END
+                | DeviceStatus::DEVICE_END
+                | DeviceStatus::UNIT_CHECK,
+            length: 0,
+        }
+    }
+}
+
+/// A device behind a simulated subchannel.
+pub trait DeviceModel: Send {
+    /// SENSE ID data.
+    fn sense_id(&self) -> SenseId;
+    /// Execute one command. `data` holds the bytes the channel offers for
+    /// an output command, or receives the bytes of an input command (its
+    /// length is the CCW count).
+    fn execute(&mut self, cmd: u8, data: &mut [u8]) -> DeviceResponse;
+    /// Selective reset (CLEAR SUBCHANNEL): drop contingent state.
+    fn reset(&mut self);
+    /// Sense data describing the last unit check.
+    fn sense(&self) -> Sense;
+}
+
+/// SENSE ID (0xE4).
+pub const CMD_SENSE_ID: u8 = 0xe4;
+/// SENSE (0x04).
+pub const CMD_SENSE: u8 = 0x04;
+/// NO OPERATION (0x03).
+pub const CMD_NOP: u8 = 0x03;
+/// WRITE (0x01): store bytes at the current position, which advances.
+pub const CMD_WRITE: u8 = 0x01;
+/// READ (0x02): fetch bytes from the current position, which advances.
+pub const CMD_READ: u8 = 0x02;
+/// SEEK (0x07): 4-byte big-endian position operand.
+pub const CMD_SEEK: u8 = 0x07;
+
+/// Control-unit type the buffer device reports (a private identity: no real
+/// driver binds to it by accident).
+pub const BUFFER_CU_TYPE: u16 = 0x5000;
+/// Device type the buffer device reports.
+pub const BUFFER_DEV_TYPE: u16 = 0x5001;
+
+/// A sequential device over an in-memory buffer: READ and WRITE move bytes
+/// at a position that SEEK sets; reads and writes stop at the end of the
+/// buffer (the channel then sees fewer bytes than it asked for).
+#[derive(Debug)]
+pub struct BufferDevice {
+    data: Vec<u8>,
+    position: usize,
+    sense: Sense,
+}
+
+impl BufferDevice {
+    /// A device holding `size` zero bytes.
+    pub fn new(size: usize) -> Self {
+        Self {
+            data: vec![0; size],
+            position: 0,
+            sense: Sense::default(),
+        }
+    }
+
+    fn reject(&mut self) -> DeviceResponse {
+        self.sense = Sense::default();
+        self.sense.0[0] = Sense::COMMAND_REJECT;
+        DeviceResponse::unit_check()
+    }
+}
+
+impl DeviceModel for BufferDevice {
+    fn sense_id(&self) -> SenseId {
+        SenseId {
+            cu_type: BUFFER_CU_TYPE,
+            cu_model: 0x01,
+            dev_type: BUFFER_DEV_TYPE,
+            dev_model: 0x01,
+            ciws: vec![Ciw {
+                command_type: Ciw::TYPE_RCD,
+                command: 0xfa,
+                count: 0x80,
+            }],
+        }
+    }
+
+    fn execute(&mut self, cmd: u8, data: &mut [u8]) -> DeviceResponse {
+        match cmd {
+            CMD_NOP => DeviceResponse::done(0),
+            CMD_SENSE_ID => {
+                let bytes = self.sense_id().encode();
+                let n = bytes.len().min(data.len());
+                data[..n].copy_from_slice(&bytes[..n]);
+                DeviceResponse::done(bytes.len())
+            }
+            CMD_SENSE => {
+                let bytes = self.sense.encode();
+                let n = bytes.len().min(data.len());
+                data[..n].copy_from_slice(&bytes[..n]);
+                self.sense = Sense::default();
+                DeviceResponse::done(bytes.len())
+            }
+            CMD_SEEK => {
+                let Some(operand) = data.get(..4) else {
+                    return self.reject();
+                };
+                let position = u32::from_be_bytes([operand[0], operand[1], operand[2], operand[3]]);
+                match usize::try_from(position) {
+                    Ok(position) if position <= self.data.len() => {
+                        self.position = position;
+                        DeviceResponse::done(4)
+                    }
+                    _ => self.reject(),
+                }
+            }
+            CMD_READ => {
+                let n = data.len().min(self.data.len() - self.position);
+                data[..n].copy_from_slice(&self.data[self.position..self.position + n]);
+                self.position += n;
+                DeviceResponse::done(n)
+            }
+            CMD_WRITE => {
+                let n = data.len().min(self.data.len() - self.position);
+                self.data[self.position..self.position + n].copy_from_slice(&data[..n]);
+                self.position += n;
+                DeviceResponse::done(n)
+            }
+            _ => self.reject(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.sense = Sense::default();
+    }
+
+    fn sense(&self) -> Sense {
+        self.sense
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sense_id_reports_the_private_identity() {
+        let mut dev = BufferDevice::new(16);
+        let mut buf = [0u8; 40];
+        let resp = dev.execute(CMD_SENSE_ID, &mut buf);
+        assert_eq!(resp.length, 12, "7 bytes + reserved byte + one CIW");
+        assert_eq!(&buf[..7], &[0xff, 0x50, 0x00, 0x01, 0x50, 0x01, 0x01]);
+        assert_eq!(&buf[8..12], &[0x40, 0xfa, 0x00, 0x80]);
+    }
+
+    #[test]
+    fn reads_and_writes_stop_at_the_end_of_the_buffer() {
+        let mut dev = BufferDevice::new(8);
+        let resp = dev.execute(CMD_WRITE, &mut [1, 2, 3, 4, 5, 6]);
+        assert_eq!(resp, DeviceResponse::done(6));
+        let resp = dev.execute(CMD_WRITE, &mut [7, 8, 9, 10]);
+        assert_eq!(resp.length, 2, "only two bytes fit");
+        assert_eq!(dev.execute(CMD_SEEK, &mut [0, 0, 0, 4]), DeviceResponse::done(4));
+        let mut buf = [0u8; 8];
+        assert_eq!(dev.execute(CMD_READ, &mut buf).length, 4);
+        assert_eq!(&buf[..4], &[5, 6, 7, 8]);
+    }
+
+    #[test]
+    fn unknown_command_is_rejected_with_sense() {
+        let mut dev = BufferDevice::new(8);
+        let resp = dev.execute(0x27, &mut []);
+        assert!(resp.status.contains(DeviceStatus::UNIT_CHECK));
+        let mut sense = [0u8; 32];
+        assert_eq!(dev.execute(CMD_SENSE, &mut sense).length, 32);
+        assert_eq!(sense[0], Sense::COMMAND_REJECT);
+        dev.execute(CMD_SENSE, &mut sense);
+        assert_eq!(sense[0], 0, "sense is reset once read");
+        assert!(dev.execute(CMD_SEEK, &mut [0, 0, 0, 9]).status.contains(DeviceStatus::UNIT_CHECK));
+    }
+}

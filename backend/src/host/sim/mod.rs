@@ -1,0 +1,686 @@
+//! `sim`: an emulated subchannel in front of an emulated device.
+//!
+//! It behaves like the channel subsystem does for a real subchannel: START
+//! makes the start function pending, the program runs later (when the
+//! notifier fires and [`HostSubchannel::poll`] is called), CCW by CCW over
+//! guest RAM, with command and data chaining, incorrect-length rules, status
+//! modifier and unit check, and ends in an interruption whose SCSW carries
+//! function, activity and status control, device and subchannel status, the
+//! CPA and the residual count as POPs defines them. HALT and CLEAR take
+//! effect at the next CCW boundary. With a latency set, each CCW takes that
+//! long, so that a program can be halted or cleared while it runs.
+
+pub mod device;
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vhost_user_ccw_protocol::arch::{
+    ActivityControl, CcwFlags, DeviceStatus, FunctionControl, Irb, Pmcw, Schib, Scsw,
+    StatusControl, SubchannelStatus,
+};
+use vmm_sys_util::timerfd::TimerFd;
+
+use self::device::DeviceModel;
+use super::{HostCc, HostError, HostSubchannel, Identity};
+use crate::memory::GuestRam;
+use crate::translate::{ChannelProgram, Direction};
+
+/// Parameters of a simulated subchannel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Device number.
+    pub devno: u16,
+    /// Subchannel number.
+    pub schno: u16,
+    /// The one installed channel path.
+    pub chpid: u8,
+    /// Time each CCW takes.
+    pub latency: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            devno: 0x0190,
+            schno: 0,
+            chpid: 0x40,
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+/// Channel-path type of the simulated path (FICON, as for a DASD).
+const CHPID_TYPE_FICON: u8 = 0x1b;
+/// The single path the simulated subchannel has, as a path mask.
+const PATH: u8 = 0x80;
+/// Delay used to make the notifier fire "now".
+const IMMEDIATELY: Duration = Duration::from_nanos(1);
+
+/// A program the simulated channel is running.
+#[derive(Debug)]
+struct Running {
+    program: Arc<ChannelProgram>,
+    ram: GuestRam,
+    /// Index of the next CCW to execute.
+    next: usize,
+}
+
+/// The emulated subchannel.
+pub struct SimSubchannel {
+    config: SimConfig,
+    device: Box<dyn DeviceModel>,
+    timer: TimerFd,
+    enabled: bool,
+    pmcw: Pmcw,
+    scsw: Scsw,
+    running: Option<Running>,
+    /// Scratch buffer for one command's data.
+    buffer: Vec<u8>,
+}
+
+impl std::fmt::Debug for SimSubchannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimSubchannel")
+            .field("config", &self.config)
+            .field("enabled", &self.enabled)
+            .field("scsw", &self.scsw)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimSubchannel {
+    /// A disabled subchannel in front of `device`.
+    pub fn new(config: SimConfig, device: Box<dyn DeviceModel>) -> Result<Self, HostError> {
+        let timer = TimerFd::new().map_err(|e| HostError::Io {
+            what: "timerfd_create",
+            source: e.into(),
+        })?;
+        crate::sys::set_nonblocking(&timer).map_err(|source| HostError::Io {
+            what: "timerfd non-blocking",
+            source,
+        })?;
+        let mut pmcw = Pmcw {
+            devno: config.devno,
+            device_number_valid: true,
+            pim: PATH,
+            pam: PATH,
+            pom: 0xff,
+            lpm: PATH,
+            ..Pmcw::default()
+        };
+        pmcw.chpid[0] = config.chpid;
+        Ok(Self {
+            config,
+            device,
+            timer,
+            enabled: false,
+            pmcw,
+            scsw: Scsw::default(),
+            running: None,
+            buffer: Vec::new(),
+        })
+    }
+
+    fn kick(&mut self, after: Duration) {
+        // A failing timerfd_settime cannot happen with a valid fd and a
+        // non-zero duration; log rather than lose the interruption silently.
+        if let Err(e) = self.timer.reset(after.max(IMMEDIATELY), None) {
+            log::error!("sim: arming the timer failed: {e}");
+        }
+    }
+
+    fn status_pending(&self) -> bool {
+        self.scsw.status_control.contains(StatusControl::STATUS_PENDING)
+    }
+
+    /// Record the interruption condition in the SCSW and hand out the IRB,
+    /// clearing the status as TEST SUBCHANNEL does.
+    fn interrupt(&mut self, irbs: &mut Vec<Irb>) {
+        irbs.push(Irb {
+            scsw: self.scsw,
+            ..Irb::default()
+        });
+        self.scsw.status_control = StatusControl::empty();
+        self.scsw.function_control = FunctionControl::empty();
+        self.scsw.activity_control = ActivityControl::empty();
+        self.scsw.device_status = DeviceStatus::empty();
+        self.scsw.subchannel_status = SubchannelStatus::empty();
+    }
+
+    fn do_clear(&mut self, irbs: &mut Vec<Irb>) {
+        self.running = None;
+        self.device.reset();
+        self.pmcw.lpum = 0;
+        self.pmcw.pom = 0xff;
+        self.scsw.activity_control = ActivityControl::empty();
+        self.scsw.status_control = StatusControl::STATUS_PENDING;
+        self.scsw.device_status = DeviceStatus::empty();
+        self.scsw.subchannel_status = SubchannelStatus::empty();
+        self.scsw.count = 0;
+        self.interrupt(irbs);
+    }
+
+    fn do_halt(&mut self, irbs: &mut Vec<Irb>) {
+        if let Some(running) = self.running.take() {
+            // The device is stopped at a CCW boundary: it presents device
+            // end, and the CPA designates the CCW after the last one executed.
+            if running.next > 0 {
+                self.scsw.cpa = next_cpa(&running.program, running.next - 1);
+            }
+            self.scsw.device_status = DeviceStatus::DEVICE_END;
+        } else {
+            self.scsw.device_status = DeviceStatus::empty();
+        }
+        self.pmcw.lpum = PATH;
+        self.scsw.subchannel_status = SubchannelStatus::empty();
+        self.scsw.activity_control = ActivityControl::empty();
+        self.scsw.status_control = StatusControl::STATUS_PENDING;
+        self.interrupt(irbs);
+    }
+
+    /// Run the current program until it ends or, with a latency, until the
+    /// next CCW is due.
+    fn run(&mut self, irbs: &mut Vec<Irb>) {
+        loop {
+            let Some(running) = self.running.as_mut() else {
+                return;
+            };
+            if running.next == 0 {
+                self.scsw.activity_control = ActivityControl::SUBCHANNEL_ACTIVE | ActivityControl::DEVICE_ACTIVE;
+                self.pmcw.lpum = PATH;
+            }
+            let program = Arc::clone(&running.program);
+            let ram = running.ram.clone();
+            let first = running.next;
+            let step = execute_step(&program, &ram, first, self.device.as_mut(), &mut self.buffer);
+            self.scsw.cpa = next_cpa(&program, step.ended_at);
+            self.scsw.count = step.residual;
+            self.scsw.device_status = step.status;
+            self.scsw.subchannel_status = step.cstat;
+            match step.next {
+                Some(next) => {
+                    if let Some(running) = self.running.as_mut() {
+                        running.next = next;
+                    }
+                    if !self.config.latency.is_zero() {
+                        self.kick(self.config.latency);
+                        return;
+                    }
+                }
+                None => {
+                    self.running = None;
+                    self.scsw.activity_control = ActivityControl::empty();
+                    self.scsw.status_control = StatusControl::PRIMARY
+                        | StatusControl::SECONDARY
+                        | StatusControl::STATUS_PENDING;
+                    if !step.cstat.is_empty()
+                        || step.status.contains(DeviceStatus::UNIT_CHECK)
+                        || step.status.contains(DeviceStatus::UNIT_EXCEPTION)
+                    {
+                        self.scsw.status_control = self.scsw.status_control | StatusControl::ALERT;
+                    }
+                    self.interrupt(irbs);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Guest address one CCW past the CCW at `index`: what the SCSW CPA shows
+/// once that CCW was executed.
+fn next_cpa(program: &ChannelProgram, index: usize) -> u32 {
+    let addr = program.ccws[index].addr + 8;
+    // Format-1 CCW addresses are 31-bit; the translator fetched the CCW
+    // from below 2 GiB, so this cannot truncate.
+    u32::try_from(addr).unwrap_or(u32::MAX)
+}
+
+/// Result of executing one command (a CCW and the CCWs data-chained to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Step {
+    /// Index of the last CCW used.
+    ended_at: usize,
+    /// Residual count of that CCW.
+    residual: u16,
+    /// Device status.
+    status: DeviceStatus,
+    /// Subchannel status.
+    cstat: SubchannelStatus,
+    /// Index of the next CCW when command chaining continues.
+    next: Option<usize>,
+}
+
+/// Execute the command starting at CCW `first`, moving its data between the
+/// device and guest RAM, and decide whether command chaining continues.
+fn execute_step(
+    program: &ChannelProgram,
+    ram: &GuestRam,
+    first: usize,
+    device: &mut dyn DeviceModel,
+    buffer: &mut Vec<u8>,
+) -> Step {
+    let ccws = &program.ccws;
+    let mut last = first;
+    while ccws[last].ccw.flags.contains(CcwFlags::CD) && last + 1 < ccws.len() {
+        last += 1;
+    }
+    let group = &ccws[first..=last];
+    let total: usize = group.iter().map(|c| usize::from(c.ccw.count)).sum();
+    // Data chaining continues the first CCW's command and direction.
+    let cmd = ccws[first].ccw.cmd;
+    let direction = ccws[first].direction;
+    buffer.clear();
+    buffer.resize(total, 0);
+    if direction == Direction::Out {
+        let mut at = 0;
+        for c in group {
+            let (addr, count) = c.data();
+            let count = usize::try_from(count).unwrap_or(0);
+            if count > 0 && ram.read(addr, &mut buffer[at..at + count]).is_err() {
+                return channel_check(first, c.ccw.count);
+            }
+            at += count;
+        }
+    }
+    let response = device.execute(cmd, &mut buffer[..total]);
+    let transferred = response.length.min(total);
+    if direction == Direction::In {
+        let mut at = 0;
+        for c in group {
+            if at >= transferred {
+                break;
+            }
+            let (addr, count) = c.data();
+            let count = usize::try_from(count).unwrap_or(0);
+            let n = count.min(transferred - at);
+            // SKIP suppresses the transfer to storage of input data.
+            if !c.ccw.flags.contains(CcwFlags::SKIP)
+                && ram.write(addr, &buffer[at..at + n]).is_err()
+            {
+                return channel_check(first, c.ccw.count);
+            }
+            at += count;
+        }
+    }
+
+    // Find the CCW in which the transfer ended and its residual count.
+    let (ended_at, residual) = if transferred >= total {
+        (last, 0)
+    } else {
+        let mut before = 0usize;
+        let mut found = (last, 0u16);
+        for (i, c) in group.iter().enumerate() {
+            let count = usize::from(c.ccw.count);
+            if transferred < before + count || (count == 0 && transferred == before) {
+                let residual = u16::try_from(before + count - transferred).unwrap_or(u16::MAX);
+                found = (first + i, residual);
+                break;
+            }
+            before += count;
+        }
+        found
+    };
+    let ending_flags = ccws[ended_at].ccw.flags;
+    let length_mismatch = response.length != total;
+    let suppressed = ending_flags.contains(CcwFlags::SLI) && !ending_flags.contains(CcwFlags::CD);
+    let mut cstat = SubchannelStatus::empty();
+    if length_mismatch && !suppressed {
+        cstat = SubchannelStatus::INCORRECT_LENGTH;
+    }
+
+    let normal = DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END;
+    let status = response.status;
+    let chain = ccws[ended_at].ccw.flags.contains(CcwFlags::CC)
+        && cstat.is_empty()
+        && (status == normal || status == normal | DeviceStatus::STATUS_MODIFIER);
+    let mut next = None;
+    if chain {
+        // Status modifier skips the next CCW (e.g. a search that matched).
+        let skip = usize::from(status.contains(DeviceStatus::STATUS_MODIFIER));
+        let candidate = ended_at + 1 + skip;
+        if candidate < ccws.len() {
+            next = Some(candidate);
+        }
+    }
+    Step {
+        ended_at,
+        residual,
+        status,
+        cstat,
+        next,
+    }
+}
+
+/// A data transfer hit memory that vanished under the program (the memory
+/// table changed): channel-data check, the program ends.
+fn channel_check(at: usize, count: u16) -> Step {
+    Step {
+        ended_at: at,
+        residual: count,
+        status: DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END,
+        cstat: SubchannelStatus::CHANNEL_DATA_CHECK,
+        next: None,
+    }
+}
+
+impl HostSubchannel for SimSubchannel {
+    fn identity(&self) -> Identity {
+        let mut chpid_type = [0u8; 8];
+        chpid_type[0] = CHPID_TYPE_FICON;
+        Identity {
+            cssid: 0,
+            ssid: 0,
+            schno: self.config.schno,
+            chpid_type,
+            sense_id: self.device.sense_id(),
+        }
+    }
+
+    fn enable(&mut self) -> Result<(), HostError> {
+        self.enabled = true;
+        self.pmcw.enabled = true;
+        self.scsw = Scsw::default();
+        Ok(())
+    }
+
+    fn disable(&mut self) -> Result<(), HostError> {
+        if !self.scsw.function_control.is_empty() || self.status_pending() {
+            return Err(HostError::Busy);
+        }
+        self.enabled = false;
+        self.pmcw.enabled = false;
+        Ok(())
+    }
+
+    fn start(&mut self, program: Arc<ChannelProgram>, ram: GuestRam) -> HostCc {
+        if !self.enabled {
+            return HostCc::NotOperational;
+        }
+        if self.status_pending() {
+            return HostCc::StatusPending;
+        }
+        if !self.scsw.function_control.is_empty() {
+            return HostCc::Busy;
+        }
+        let orb = program.orb;
+        self.scsw = Scsw {
+            key: orb.key,
+            format1: orb.format1,
+            prefetch: orb.prefetch,
+            initial_status_interruption: orb.initial_status_interruption,
+            address_limit_checking: orb.address_limit_checking,
+            suppress_suspended_interruption: orb.suppress_suspended_interruption,
+            function_control: FunctionControl::START,
+            activity_control: ActivityControl::START_PENDING,
+            ..Scsw::default()
+        };
+        self.pmcw.intparm = orb.intparm;
+        self.running = Some(Running {
+            program,
+            ram,
+            next: 0,
+        });
+        self.kick(IMMEDIATELY);
+        HostCc::Accepted
+    }
+
+    fn halt(&mut self) -> HostCc {
+        if !self.enabled {
+            return HostCc::NotOperational;
+        }
+        if self.status_pending() && !self.scsw.is_intermediate_only() {
+            return HostCc::StatusPending;
+        }
+        if self.scsw.function_control.contains(FunctionControl::HALT) || self.scsw.function_control.contains(FunctionControl::CLEAR) {
+            return HostCc::Busy;
+        }
+        self.scsw.function_control = self.scsw.function_control | FunctionControl::HALT;
+        self.scsw.activity_control = self.scsw.activity_control | ActivityControl::HALT_PENDING;
+        self.kick(IMMEDIATELY);
+        HostCc::Accepted
+    }
+
+    fn clear(&mut self) -> HostCc {
+        if !self.enabled {
+            return HostCc::NotOperational;
+        }
+        self.scsw.function_control = FunctionControl::CLEAR;
+        self.scsw.activity_control = ActivityControl::CLEAR_PENDING;
+        // A pending interruption is withdrawn.
+        self.scsw.status_control = StatusControl::empty();
+        self.kick(IMMEDIATELY);
+        HostCc::Accepted
+    }
+
+    fn cancel(&mut self) -> HostCc {
+        if !self.enabled {
+            return HostCc::NotOperational;
+        }
+        if self.status_pending() {
+            return HostCc::StatusPending;
+        }
+        let start_pending_only = self.scsw.function_control == FunctionControl::START
+            && self.scsw.activity_control == ActivityControl::START_PENDING;
+        if !start_pending_only {
+            return HostCc::Busy;
+        }
+        self.running = None;
+        self.scsw = Scsw::default();
+        HostCc::Accepted
+    }
+
+    fn store(&mut self) -> Result<Schib, HostError> {
+        Ok(Schib {
+            pmcw: self.pmcw,
+            scsw: self.scsw,
+            ..Schib::default()
+        })
+    }
+
+    fn notifier(&self) -> RawFd {
+        self.timer.as_raw_fd()
+    }
+
+    fn poll(&mut self, irbs: &mut Vec<Irb>) -> Result<(), HostError> {
+        match self.timer.wait() {
+            Ok(_) => {}
+            Err(e) if e.errno() == libc::EAGAIN => {}
+            Err(e) => {
+                return Err(HostError::Io {
+                    what: "timerfd read",
+                    source: e.into(),
+                });
+            }
+        }
+        if self.scsw.activity_control.contains(ActivityControl::CLEAR_PENDING) {
+            self.do_clear(irbs);
+        } else if self.scsw.activity_control.contains(ActivityControl::HALT_PENDING) {
+            self.do_halt(irbs);
+        } else {
+            self.run(irbs);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::device::{BufferDevice, CMD_READ, CMD_SENSE_ID, CMD_WRITE};
+    use super::*;
+    use crate::memory::tests::ram;
+    use crate::translate::translate;
+    use vhost_user_ccw_protocol::arch::{Ccw, Orb};
+
+    fn put_ccw(ram: &GuestRam, addr: u64, cmd: u8, flags: u8, count: u16, cda: u32) {
+        let ccw = Ccw {
+            cmd,
+            flags: CcwFlags::from_bits_truncate(flags),
+            count,
+            cda,
+        };
+        ram.write(addr, &ccw.encode_format1().unwrap()).unwrap();
+    }
+
+    fn sim(latency: Duration) -> SimSubchannel {
+        let config = SimConfig {
+            latency,
+            ..SimConfig::default()
+        };
+        let mut sim = SimSubchannel::new(config, Box::new(BufferDevice::new(64))).unwrap();
+        sim.enable().unwrap();
+        sim
+    }
+
+    fn start(sim: &mut SimSubchannel, ram: &GuestRam, cpa: u32) -> HostCc {
+        let orb = Orb {
+            format1: true,
+            prefetch: true,
+            lpm: 0x80,
+            cpa,
+            intparm: 0x1234,
+            ..Orb::default()
+        };
+        let program = translate(&orb, ram).unwrap();
+        sim.start(Arc::new(program), ram.clone())
+    }
+
+    fn run_to_end(sim: &mut SimSubchannel) -> Vec<Irb> {
+        let mut irbs = Vec::new();
+        for _ in 0..1000 {
+            sim.poll(&mut irbs).unwrap();
+            if !irbs.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        irbs
+    }
+
+    #[test]
+    fn sense_id_completes_with_channel_end_and_device_end() {
+        let ram = ram(0x10000);
+        let mut sim = sim(Duration::ZERO);
+        put_ccw(&ram, 0x1000, CMD_SENSE_ID, 0x20, 40, 0x2000);
+        assert_eq!(start(&mut sim, &ram, 0x1000), HostCc::Accepted);
+        assert_eq!(start(&mut sim, &ram, 0x1000), HostCc::Busy);
+        let irbs = run_to_end(&mut sim);
+        assert_eq!(irbs.len(), 1);
+        let scsw = irbs[0].scsw;
+        assert_eq!(scsw.function_control, FunctionControl::START);
+        assert_eq!(scsw.activity_control, ActivityControl::empty());
+        assert_eq!(
+            scsw.status_control,
+            StatusControl::PRIMARY | StatusControl::SECONDARY | StatusControl::STATUS_PENDING
+        );
+        assert_eq!(scsw.device_status, DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END);
+        assert_eq!(scsw.subchannel_status, SubchannelStatus::empty(), "SLI suppresses IL");
+        assert_eq!(scsw.cpa, 0x1008);
+        assert_eq!(scsw.count, 28, "40 - 12 bytes of SENSE ID data");
+        let mut data = [0u8; 4];
+        ram.read(0x2000, &mut data).unwrap();
+        assert_eq!(data, [0xff, 0x50, 0x00, 0x01]);
+        assert!(sim.disable().is_ok(), "idle after the interruption");
+    }
+
+    #[test]
+    fn incorrect_length_without_sli_ends_the_chain() {
+        let ram = ram(0x10000);
+        let mut sim = sim(Duration::ZERO);
+        // 40-byte SENSE ID without SLI, command-chained to a READ.
+        put_ccw(&ram, 0x1000, CMD_SENSE_ID, 0x40, 40, 0x2000);
+        put_ccw(&ram, 0x1008, CMD_READ, 0x00, 8, 0x3000);
+        start(&mut sim, &ram, 0x1000);
+        let scsw = run_to_end(&mut sim)[0].scsw;
+        assert_eq!(scsw.subchannel_status, SubchannelStatus::INCORRECT_LENGTH);
+        assert_eq!(scsw.cpa, 0x1008, "chaining suppressed after the first CCW");
+        assert!(scsw.status_control.contains(StatusControl::ALERT));
+    }
+
+    #[test]
+    fn data_chained_write_then_read_moves_the_bytes() {
+        let ram = ram(0x10000);
+        let mut sim = sim(Duration::ZERO);
+        ram.write(0x2000, b"abcd").unwrap();
+        ram.write(0x2100, b"efgh").unwrap();
+        put_ccw(&ram, 0x1000, CMD_WRITE, 0x80, 4, 0x2000); // CD
+        put_ccw(&ram, 0x1008, CMD_WRITE, 0x00, 4, 0x2100);
+        start(&mut sim, &ram, 0x1000);
+        assert_eq!(run_to_end(&mut sim)[0].scsw.count, 0);
+        // Seek back and read 10 bytes into an 8-byte data-chained area: the
+        // device has only 64 - 8 = 56 bytes after position 8, so read from 0.
+        put_ccw(&ram, 0x1100, device::CMD_SEEK, 0x40, 4, 0x2200);
+        ram.write(0x2200, &[0, 0, 0, 0]).unwrap();
+        put_ccw(&ram, 0x1108, CMD_READ, 0x80, 3, 0x3000); // CD
+        put_ccw(&ram, 0x1110, CMD_READ, 0x10 | 0x80, 2, 0x3100); // SKIP+CD
+        put_ccw(&ram, 0x1118, CMD_READ, 0x00, 3, 0x3200);
+        start(&mut sim, &ram, 0x1100);
+        let scsw = run_to_end(&mut sim)[0].scsw;
+        assert_eq!(scsw.subchannel_status, SubchannelStatus::empty());
+        assert_eq!(scsw.cpa, 0x1120);
+        let mut out = [0u8; 3];
+        ram.read(0x3000, &mut out).unwrap();
+        assert_eq!(&out, b"abc");
+        let mut skipped = [0xeeu8; 2];
+        ram.read(0x3100, &mut skipped).unwrap();
+        assert_eq!(skipped, [0, 0], "SKIP stores nothing");
+        ram.read(0x3200, &mut out).unwrap();
+        assert_eq!(&out, b"fgh");
+    }
+
+    #[test]
+    fn halt_stops_a_running_program_at_a_ccw_boundary() {
+        let ram = ram(0x10000);
+        let mut sim = sim(Duration::from_millis(20));
+        for i in 0..4u64 {
+            put_ccw(&ram, 0x1000 + 8 * i, device::CMD_NOP, 0x40, 0, 0);
+        }
+        put_ccw(&ram, 0x1020, device::CMD_NOP, 0x00, 0, 0);
+        start(&mut sim, &ram, 0x1000);
+        let mut irbs = Vec::new();
+        sim.poll(&mut irbs).unwrap(); // first CCW runs, the rest waits
+        assert!(irbs.is_empty());
+        assert_eq!(sim.halt(), HostCc::Accepted);
+        assert_eq!(sim.halt(), HostCc::Busy, "halt already in progress");
+        let irbs = run_to_end(&mut sim);
+        let scsw = irbs[0].scsw;
+        assert_eq!(scsw.function_control, FunctionControl::START | FunctionControl::HALT);
+        assert_eq!(scsw.status_control, StatusControl::STATUS_PENDING);
+        assert_eq!(scsw.device_status, DeviceStatus::DEVICE_END);
+        assert_eq!(scsw.cpa, 0x1008, "after the one executed CCW");
+    }
+
+    #[test]
+    fn clear_withdraws_everything_and_resets_path_masks() {
+        let ram = ram(0x10000);
+        let mut sim = sim(Duration::from_millis(20));
+        put_ccw(&ram, 0x1000, device::CMD_NOP, 0x40, 0, 0);
+        put_ccw(&ram, 0x1008, device::CMD_NOP, 0x00, 0, 0);
+        start(&mut sim, &ram, 0x1000);
+        assert_eq!(sim.clear(), HostCc::Accepted);
+        let scsw = run_to_end(&mut sim)[0].scsw;
+        assert_eq!(scsw.function_control, FunctionControl::CLEAR);
+        assert_eq!(scsw.status_control, StatusControl::STATUS_PENDING);
+        let schib = sim.store().unwrap();
+        assert_eq!(schib.pmcw.lpum, 0);
+        assert_eq!(schib.pmcw.pom, 0xff);
+        assert!(schib.scsw.function_control.is_empty());
+    }
+
+    #[test]
+    fn cancel_withdraws_a_start_that_has_not_begun() {
+        let ram = ram(0x10000);
+        let mut sim = sim(Duration::ZERO);
+        put_ccw(&ram, 0x1000, device::CMD_NOP, 0x00, 0, 0);
+        start(&mut sim, &ram, 0x1000);
+        assert_eq!(sim.cancel(), HostCc::Accepted);
+        let mut irbs = Vec::new();
+        sim.poll(&mut irbs).unwrap();
+        assert!(irbs.is_empty(), "no interruption after cancel");
+        assert_eq!(sim.cancel(), HostCc::Busy);
+        sim.disable().unwrap();
+        assert_eq!(start(&mut sim, &ram, 0x1000), HostCc::NotOperational);
+    }
+}

@@ -1,0 +1,137 @@
+//! vhost-user-ccw: a vhost-user backend that mediates one s390 I/O
+//! subchannel per socket for a guest.
+//!
+//! `run` listens on the configured socket and serves connection after
+//! connection: each connection is a fresh vhost-user daemon (a [`Session`]),
+//! all sharing the socket's [`Subchannel`]. The end of a connection is the
+//! subchannel's CLOSE event.
+
+pub mod args;
+pub mod config;
+pub mod host;
+pub mod memory;
+pub mod session;
+pub mod subchannel;
+pub mod sys;
+pub mod translate;
+
+use std::sync::{Arc, Mutex, RwLock};
+
+use log::{info, warn};
+use thiserror::Error;
+use vhost::vhost_user::Listener;
+use vhost_user_backend::VhostUserDaemon;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+
+use crate::config::{Config, DeviceSpec, Listen};
+use crate::host::sim::SimSubchannel;
+use crate::host::sim::device::BufferDevice;
+use crate::host::{HostError, HostSubchannel};
+use crate::session::{HOST_EVENT, Session, SharedSubchannel, lock};
+use crate::subchannel::{Input, Subchannel};
+
+pub use crate::config::ConfigError;
+
+/// Failures that stop the backend.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The host subchannel could not be set up.
+    #[error("host subchannel: {0}")]
+    Host(#[from] HostError),
+    /// The listening socket could not be set up.
+    #[error("socket {what}: {source}")]
+    Socket {
+        /// Which socket.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// vhost-user-backend failed outside of a session.
+    #[error("vhost-user daemon: {0}")]
+    Daemon(String),
+    /// An OS resource could not be created.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The capabilities document of `--print-capabilities` (QEMU's
+/// vhost-user.json `VHostUserBackendCapabilities`).
+pub fn capabilities_json() -> String {
+    serde_json::json!({ "type": "ccw", "features": [] }).to_string()
+}
+
+/// Build the host subchannel the configuration names.
+pub fn build_host(device: &DeviceSpec) -> Result<Box<dyn HostSubchannel>, Error> {
+    match device {
+        DeviceSpec::Sim { config, size } => Ok(Box::new(SimSubchannel::new(
+            config.clone(),
+            Box::new(BufferDevice::new(*size)),
+        )?)),
+        DeviceSpec::Vfio(target) => Err(ConfigError::VfioUnavailable(target.clone()).into()),
+    }
+}
+
+fn open_listener(listen: &Listen) -> Result<Listener, Error> {
+    match listen {
+        Listen::Path(path) => Listener::new(path, true).map_err(|e| Error::Socket {
+            what: path.display().to_string(),
+            source: std::io::Error::other(e),
+        }),
+        Listen::Fd(fd) => {
+            let listener = sys::listener_from_fd(*fd).map_err(|source| Error::Socket {
+                what: format!("fd {fd}"),
+                source,
+            })?;
+            Ok(Listener::from(listener))
+        }
+    }
+}
+
+/// Serve the configured socket until the process is stopped.
+pub fn run(config: &Config) -> Result<(), Error> {
+    let subchannel: SharedSubchannel = Arc::new(Mutex::new(Subchannel::new(build_host(&config.device)?)));
+    let mut listener = open_listener(&config.listen)?;
+    info!("listening ({:?}), device {:?}", config.listen, config.device);
+    loop {
+        serve_connection(&subchannel, &mut listener)?;
+    }
+}
+
+/// Accept one connection, serve it to its end, and close the subchannel.
+pub fn serve_connection(subchannel: &SharedSubchannel, listener: &mut Listener) -> Result<(), Error> {
+    let session = Arc::new(RwLock::new(Session::new(Arc::clone(subchannel))?));
+    let mut daemon = VhostUserDaemon::new(
+        "vhost-user-ccw".to_owned(),
+        Arc::clone(&session),
+        GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+    )
+    .map_err(|e| Error::Daemon(e.to_string()))?;
+    let notifier = lock(subchannel).notifier();
+    let handlers = daemon.get_epoll_handlers();
+    handlers[0]
+        .register_listener(notifier, EventSet::IN, u64::from(HOST_EVENT))
+        .map_err(Error::Io)?;
+    daemon
+        .start(listener)
+        .map_err(|e| Error::Daemon(e.to_string()))?;
+    info!("frontend connected");
+    match daemon.wait() {
+        Ok(()) => info!("frontend disconnected"),
+        Err(e) => warn!("session ended: {e}"),
+    }
+    // The old event loop must not see the host notifier any more: the next
+    // session's loop owns it.
+    if let Err(e) = handlers[0].unregister_listener(notifier, EventSet::IN, u64::from(HOST_EVENT)) {
+        warn!("unregistering the host notifier: {e}");
+    }
+    session
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .signal_exit();
+    lock(subchannel).dispatch(Input::Close);
+    Ok(())
+}
