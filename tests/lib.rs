@@ -1,1 +1,140 @@
-//! placeholder
+//! Harness for the integration tests: starts the real `vhost-user-ccw`
+//! binary on a private socket and connects the frontend library to it.
+//!
+//! The binaries are found next to the test executable's target directory
+//! (`cargo build --workspace --bins` puts them there; `scripts/test.sh` does
+//! that first), or in `VHOST_USER_CCW_BIN_DIR`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vhost_user_ccw_frontend::connection::{ConnectOptions, Connection};
+use vhost_user_ccw_protocol::arch::{FunctionControl, Orb, Scsw};
+use vhost_user_ccw_protocol::wire::Request;
+
+/// Path of one of the workspace's binaries.
+pub fn binary(name: &str) -> PathBuf {
+    let dir = std::env::var_os("VHOST_USER_CCW_BIN_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            // target/<profile>/deps/<test> -> target/<profile>
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.to_path_buf())
+        })
+        .expect("cannot locate the target directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A running backend process on a temporary socket; killed on drop.
+#[derive(Debug)]
+pub struct Backend {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Backend {
+    /// Start `vhost-user-ccw --socket-path … --device <device>`.
+    pub fn start(device: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("ccw.sock");
+        let child = Command::new(binary("vhost-user-ccw"))
+            .arg("--socket-path")
+            .arg(&socket)
+            .arg("--device")
+            .arg(device)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn vhost-user-ccw");
+        let backend = Self {
+            child,
+            socket,
+            _dir: dir,
+        };
+        backend.wait_for_socket();
+        backend
+    }
+
+    fn wait_for_socket(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.socket.exists() {
+            assert!(Instant::now() < deadline, "backend socket never appeared");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Connect a frontend with default options.
+    pub fn connect(&self) -> Connection {
+        self.connect_with(&ConnectOptions::default())
+    }
+
+    /// Connect a frontend.
+    pub fn connect_with(&self, options: &ConnectOptions) -> Connection {
+        Connection::connect(&self.socket, options).expect("connect to the backend")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait for the process to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A format-1, prefetching ORB for the program at `cpa`.
+pub fn orb(cpa: u32) -> Orb {
+    Orb {
+        intparm: 0x1234_5678,
+        format1: true,
+        prefetch: true,
+        lpm: 0x80,
+        cpa,
+        ..Orb::default()
+    }
+}
+
+/// A START request for the program at `cpa`.
+pub fn start(tag: u64, cpa: u32) -> Request {
+    let scsw = Scsw {
+        function_control: FunctionControl::START,
+        ..Scsw::default()
+    };
+    Request::start(tag, orb(cpa), scsw)
+}

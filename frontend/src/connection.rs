@@ -11,7 +11,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
-use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures};
+use vhost::vhost_user::message::{
+    VhostUserConfigFlags, VhostUserHeaderFlag, VhostUserProtocolFeatures,
+};
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vhost_user_ccw_protocol::wire::{
@@ -178,6 +180,11 @@ impl Connection {
         frontend
             .set_features(offered & DEVICE_FEATURES)
             .map_err(vu("SET_FEATURES"))?;
+        if protocol.contains(VhostUserProtocolFeatures::REPLY_ACK) {
+            // Every later message is acknowledged, so a refusal (say of the
+            // memory table) is reported at the step that caused it.
+            frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+        }
 
         let regions: Vec<VhostUserMemoryRegionInfo> = mem
             .iter()
@@ -378,11 +385,22 @@ impl Connection {
 
     /// Issue one subchannel function and wait for the backend's response.
     pub fn request(&mut self, request: &Request) -> Result<Response, ConnectionError> {
-        let bytes = request.encode();
+        self.request_raw(&request.encode())
+    }
+
+    /// Send arbitrary bytes as a requestq element (for testing how the
+    /// backend treats malformed requests) and wait for the response.
+    pub fn request_raw(&mut self, bytes: &[u8]) -> Result<Response, ConnectionError> {
+        if bytes.len() > 0x100 {
+            return Err(ConnectionError::Ram {
+                addr: REQUEST_BUF_AT,
+                len: u64::try_from(bytes.len()).unwrap_or(u64::MAX),
+            });
+        }
         let request_addr = CONTROL_WINDOW_BASE + REQUEST_BUF_AT;
         let response_addr = CONTROL_WINDOW_BASE + RESPONSE_BUF_AT;
         self.mem
-            .write_slice(&bytes, GuestAddress(request_addr))
+            .write_slice(bytes, GuestAddress(request_addr))
             .map_err(VringError::Memory)?;
         self.mem
             .write_slice(&[0u8; Response::SIZE], GuestAddress(response_addr))

@@ -1,0 +1,337 @@
+//! End to end over the real socket: the backend binary with a `sim` device,
+//! driven by the frontend library exactly as QEMU's device drives it.
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
+use vhost_user_ccw_frontend::connection::Connection;
+use vhost_user_ccw_protocol::arch::{
+    Ccw, CcwFlags, DeviceStatus, FunctionControl, StatusControl, SubchannelStatus,
+};
+use vhost_user_ccw_protocol::wire::{
+    CONTROL_WINDOW_BASE, DEVICE_FEATURES, Event, ProgramErrorCode, Request, RequestType,
+    ResponseStatus,
+};
+use vhost_user_ccw_tests::{Backend, binary, start};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn put_ccw(conn: &Connection, addr: u64, cmd: u8, flags: CcwFlags, count: u16, cda: u32) {
+    let ccw = Ccw {
+        cmd,
+        flags,
+        count,
+        cda,
+    };
+    conn.write_ram(addr, &ccw.encode_format1().unwrap()).unwrap();
+}
+
+fn read(conn: &Connection, addr: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    conn.read_ram(addr, &mut buf).unwrap();
+    buf
+}
+
+fn interrupt(conn: &mut Connection) -> (u64, vhost_user_ccw_protocol::arch::Irb) {
+    match conn.wait_event(WAIT).unwrap() {
+        Some(Event::Interrupt { tag, irb }) => (tag, irb),
+        other => panic!("expected an I/O interrupt, got {other:?}"),
+    }
+}
+
+fn final_status() -> StatusControl {
+    StatusControl::PRIMARY | StatusControl::SECONDARY | StatusControl::STATUS_PENDING
+}
+
+#[test]
+fn sense_id_lands_the_device_identity_in_guest_memory() {
+    let backend = Backend::start("sim,devno=0x4711,schno=5");
+    let mut conn = backend.connect();
+    let config = conn.config().clone();
+    assert_eq!(config.devno, 0x4711);
+    assert_eq!(config.schno, 5);
+    assert_eq!(config.schib.pmcw.pim, 0x80);
+    assert_eq!(config.schib.pmcw.chpid[0], 0x40);
+    assert_eq!(config.sense_id.cu_type, 0x5000);
+
+    conn.write_ram(0x2000, &[0xaa; 40]).unwrap();
+    put_ccw(&conn, 0x1000, 0xe4, CcwFlags::SLI, 40, 0x2000);
+    let resp = conn.request(&start(1, 0x1000)).unwrap();
+    assert_eq!((resp.status, resp.cc), (ResponseStatus::Ok, 0));
+    let (tag, irb) = interrupt(&mut conn);
+    assert_eq!(tag, 1);
+    assert_eq!(irb.scsw.function_control, FunctionControl::START);
+    assert_eq!(irb.scsw.status_control, final_status());
+    assert_eq!(
+        irb.scsw.device_status,
+        DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END
+    );
+    assert_eq!(irb.scsw.subchannel_status, SubchannelStatus::empty());
+    assert_eq!(irb.scsw.cpa, 0x1008);
+    assert_eq!(irb.scsw.count, 28, "12 of 40 bytes transferred");
+    let data = read(&conn, 0x2000, 40);
+    assert_eq!(
+        &data[..12],
+        &[0xff, 0x50, 0x00, 0x01, 0x50, 0x01, 0x01, 0x00, 0x40, 0xfa, 0x00, 0x80]
+    );
+    assert_eq!(&data[12..], &[0xaa; 28], "bytes past the transfer untouched");
+}
+
+#[test]
+fn chained_write_seek_read_moves_data_with_residual_counts() {
+    let backend = Backend::start("sim,size=32");
+    let mut conn = backend.connect();
+    conn.write_ram(0x3000, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345").unwrap();
+    conn.write_ram(0x3100, &20u32.to_be_bytes()).unwrap();
+    conn.write_ram(0x4000, &[0xee; 16]).unwrap();
+    conn.write_ram(0x4100, &[0xee; 32]).unwrap();
+    put_ccw(&conn, 0x1000, 0x01, CcwFlags::CC, 32, 0x3000); // WRITE 32
+    put_ccw(&conn, 0x1008, 0x07, CcwFlags::CC, 4, 0x3100); // SEEK 20
+    put_ccw(&conn, 0x1010, 0x02, CcwFlags::CD, 6, 0x4000); // READ 6, data chained
+    put_ccw(&conn, 0x1018, 0x02, CcwFlags::SLI, 20, 0x4100); // ... 20 more, SLI
+    assert_eq!(conn.request(&start(9, 0x1000)).unwrap().cc, 0);
+    let (tag, irb) = interrupt(&mut conn);
+    assert_eq!(tag, 9);
+    assert_eq!(irb.scsw.status_control, final_status());
+    assert_eq!(irb.scsw.subchannel_status, SubchannelStatus::empty());
+    assert_eq!(irb.scsw.cpa, 0x1020);
+    assert_eq!(irb.scsw.count, 14, "12 bytes left after position 20: 6 + 6 of 26");
+    assert_eq!(read(&conn, 0x4000, 8), b"UVWXYZ\xee\xee");
+    assert_eq!(&read(&conn, 0x4100, 8), b"012345\xee\xee");
+
+    // Without SLI the short transfer is an incorrect length.
+    conn.write_ram(0x3100, &28u32.to_be_bytes()).unwrap();
+    put_ccw(&conn, 0x1000, 0x07, CcwFlags::CC, 4, 0x3100);
+    put_ccw(&conn, 0x1008, 0x02, CcwFlags::empty(), 8, 0x4000);
+    assert_eq!(conn.request(&start(10, 0x1000)).unwrap().cc, 0);
+    let (_, irb) = interrupt(&mut conn);
+    assert_eq!(irb.scsw.subchannel_status, SubchannelStatus::INCORRECT_LENGTH);
+    assert!(irb.scsw.status_control.contains(StatusControl::ALERT));
+    assert_eq!(irb.scsw.count, 4);
+    assert_eq!(&read(&conn, 0x4000, 4), b"2345");
+}
+
+#[test]
+fn program_outside_guest_ram_is_refused_and_memory_untouched() {
+    let backend = Backend::start("sim");
+    let mut conn = backend.connect();
+    let ram = conn.ram_size();
+    let edge = ram - 0x80;
+    conn.write_ram(edge, &[0x5a; 0x80]).unwrap();
+    // A READ whose data area runs 0x80 bytes past the end of guest RAM.
+    put_ccw(&conn, 0x1000, 0x02, CcwFlags::empty(), 0x100, u32::try_from(edge).unwrap());
+    let resp = conn.request(&start(1, 0x1000)).unwrap();
+    assert_eq!(resp.status, ResponseStatus::UnitException);
+    assert_eq!(resp.error, ProgramErrorCode::AddressOutOfRange as u32);
+    assert_eq!(read(&conn, edge, 0x80), vec![0x5a; 0x80]);
+    assert!(conn.wait_event(Duration::from_millis(200)).unwrap().is_none(), "no interrupt");
+    // The channel-program address itself outside RAM.
+    let resp = conn.request(&start(2, 0x7fff_0000)).unwrap();
+    assert_eq!(resp.error, ProgramErrorCode::AddressOutOfRange as u32);
+    // The subchannel is still usable.
+    put_ccw(&conn, 0x1000, 0x03, CcwFlags::empty(), 0, 0);
+    assert_eq!(conn.request(&start(3, 0x1000)).unwrap().cc, 0);
+    assert_eq!(interrupt(&mut conn).0, 3);
+}
+
+#[test]
+fn halt_clear_and_store_report_condition_codes() {
+    let backend = Backend::start("sim,latency-us=20000");
+    let mut conn = backend.connect();
+    for i in 0..50u64 {
+        put_ccw(&conn, 0x1000 + 8 * i, 0x03, CcwFlags::CC, 0, 0);
+    }
+    put_ccw(&conn, 0x1000 + 8 * 50, 0x03, CcwFlags::empty(), 0, 0);
+    assert_eq!(conn.request(&start(1, 0x1000)).unwrap().cc, 0);
+    assert_eq!(conn.request(&start(2, 0x1000)).unwrap().cc, 2, "busy");
+    let store = conn.request(&Request::new(RequestType::Store, 3)).unwrap();
+    assert_eq!(store.cc, 0);
+    assert!(store.schib.pmcw.enabled);
+    assert!(store.schib.scsw.function_control.contains(FunctionControl::START));
+    assert_eq!(conn.request(&Request::new(RequestType::Halt, 4)).unwrap().cc, 0);
+    let (tag, irb) = interrupt(&mut conn);
+    assert_eq!(tag, 4);
+    assert_eq!(
+        irb.scsw.function_control,
+        FunctionControl::START | FunctionControl::HALT
+    );
+    assert!(irb.scsw.cpa > 0x1000 && irb.scsw.cpa < 0x1000 + 8 * 51);
+
+    assert_eq!(conn.request(&start(5, 0x1000)).unwrap().cc, 0);
+    assert_eq!(conn.request(&Request::new(RequestType::Clear, 6)).unwrap().cc, 0);
+    let (tag, irb) = interrupt(&mut conn);
+    assert_eq!(tag, 6);
+    assert_eq!(irb.scsw.function_control, FunctionControl::CLEAR);
+    let store = conn.request(&Request::new(RequestType::Store, 7)).unwrap();
+    assert_eq!(store.schib.pmcw.lpum, 0);
+    assert_eq!(store.schib.pmcw.pom, 0xff);
+}
+
+#[test]
+fn disconnect_mid_io_then_a_new_connection_starts_clean() {
+    let backend = Backend::start("sim,latency-us=50000");
+    {
+        let mut conn = backend.connect();
+        for i in 0..100u64 {
+            put_ccw(&conn, 0x1000 + 8 * i, 0x03, CcwFlags::CC, 0, 0);
+        }
+        assert_eq!(conn.request(&start(1, 0x1000)).unwrap().cc, 0);
+        // Dropping the connection closes the socket with the program running.
+    }
+    let mut conn = backend.connect();
+    let store = conn.request(&Request::new(RequestType::Store, 1)).unwrap();
+    assert_eq!(store.cc, 0);
+    assert!(store.schib.scsw.function_control.is_empty(), "quiesced");
+    put_ccw(&conn, 0x1000, 0xe4, CcwFlags::SLI, 40, 0x2000);
+    assert_eq!(conn.request(&start(2, 0x1000)).unwrap().cc, 0);
+    let (tag, irb) = interrupt(&mut conn);
+    assert_eq!(tag, 2, "only the new session's interrupt arrives");
+    assert_eq!(irb.scsw.cpa, 0x1008);
+    assert!(conn.wait_event(Duration::from_millis(200)).unwrap().is_none());
+}
+
+#[test]
+fn malformed_requests_get_bad_request() {
+    let backend = Backend::start("sim");
+    let mut conn = backend.connect();
+    // Unknown request type.
+    let mut bytes = Request::new(RequestType::Halt, 1).encode();
+    bytes[0] = 0x77;
+    assert_eq!(conn.request_raw(&bytes).unwrap().status, ResponseStatus::BadRequest);
+    // Truncated START.
+    let bytes = start(2, 0x1000).encode();
+    assert_eq!(conn.request_raw(&bytes[..20]).unwrap().status, ResponseStatus::BadRequest);
+    // Empty element.
+    assert_eq!(conn.request_raw(&[]).unwrap().status, ResponseStatus::BadRequest);
+    // An ORB with reserved bits set.
+    let mut bytes = start(3, 0x1000).encode();
+    bytes[16 + 7] |= 0x3e;
+    assert_eq!(conn.request_raw(&bytes).unwrap().status, ResponseStatus::BadRequest);
+    // The session still works.
+    put_ccw(&conn, 0x1000, 0x03, CcwFlags::empty(), 0, 0);
+    assert_eq!(conn.request(&start(4, 0x1000)).unwrap().cc, 0);
+    assert_eq!(interrupt(&mut conn).0, 4);
+}
+
+#[test]
+fn garbage_on_the_socket_ends_only_that_connection() {
+    let mut backend = Backend::start("sim");
+    for garbage in [&[0xffu8; 7][..], &[0x01, 0, 0, 0, 0x01, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f], &[0u8; 4096]] {
+        let mut stream = UnixStream::connect(backend.socket()).unwrap();
+        let _ = stream.write_all(garbage);
+        drop(stream);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(backend.is_running());
+    let mut conn = backend.connect();
+    put_ccw(&conn, 0x1000, 0x03, CcwFlags::empty(), 0, 0);
+    assert_eq!(conn.request(&start(1, 0x1000)).unwrap().cc, 0);
+    assert_eq!(interrupt(&mut conn).0, 1);
+}
+
+/// Handshake up to the memory table on a raw vhost-user connection.
+fn raw_frontend(backend: &Backend) -> Frontend {
+    let mut frontend = Frontend::connect(backend.socket(), 2).unwrap();
+    frontend.set_owner().unwrap();
+    let features = frontend.get_features().unwrap();
+    let protocol = frontend.get_protocol_features().unwrap();
+    frontend
+        .set_protocol_features(protocol & VhostUserProtocolFeatures::REPLY_ACK)
+        .unwrap();
+    frontend.set_features(features & DEVICE_FEATURES).unwrap();
+    frontend.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+    frontend
+}
+
+fn memfd(size: u64) -> std::fs::File {
+    let file = tempfile::tempfile().unwrap();
+    file.set_len(size).unwrap();
+    file
+}
+
+#[test]
+fn hostile_memory_tables_are_refused_without_a_crash() {
+    let mut backend = Backend::start("sim");
+    let file = memfd(0x10_0000);
+    let map = vec![0u8; 0x20_0000];
+    let cases = [
+        // Region larger than its file.
+        (0u64, 0x20_0000u64, 0u64),
+        // Offset pushing the region past the end of its file.
+        (0, 0x10_0000, 0x1000),
+        // Region straddling the control window.
+        (CONTROL_WINDOW_BASE - 0x1000, 0x2000, 0),
+    ];
+    for (gpa, size, offset) in cases {
+        let frontend = raw_frontend(&backend);
+        let region = VhostUserMemoryRegionInfo {
+            guest_phys_addr: gpa,
+            memory_size: size,
+            userspace_addr: u64::try_from(map.as_ptr().addr()).unwrap(),
+            mmap_offset: offset,
+            mmap_handle: file.as_raw_fd(),
+        };
+        let result = frontend.set_mem_table(&[region]);
+        assert!(result.is_err(), "table {gpa:#x}+{size:#x}@{offset:#x} accepted");
+        drop(frontend);
+        assert!(backend.is_running(), "backend died on table {gpa:#x}+{size:#x}");
+    }
+    let mut conn = backend.connect();
+    put_ccw(&conn, 0x1000, 0x03, CcwFlags::empty(), 0, 0);
+    assert_eq!(conn.request(&start(1, 0x1000)).unwrap().cc, 0);
+    assert_eq!(interrupt(&mut conn).0, 1);
+}
+
+#[test]
+fn print_capabilities_is_vhost_user_json() {
+    let out = std::process::Command::new(binary("vhost-user-ccw"))
+        .arg("--print-capabilities")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["type"], "ccw");
+    assert!(json["features"].is_array());
+}
+
+#[test]
+fn setup_failures_exit_nonzero_with_a_clear_message() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(binary("vhost-user-ccw"))
+            .args(args)
+            .env_remove("LISTEN_PID")
+            .env_remove("LISTEN_FDS")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--socket-path"));
+    let out = run(&["--socket-path", "/nonexistent-dir/x.sock"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-dir/x.sock"));
+    let out = run(&["--socket-path", "/tmp/x.sock", "--device", "sim,size=lots"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("size"));
+    let out = run(&["--fd", "57"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fd 57"));
+}
+
+#[test]
+fn sigterm_stops_the_backend_promptly() {
+    let mut backend = Backend::start("sim");
+    let _conn = backend.connect();
+    let status = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(backend.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(backend.wait_exit(Duration::from_secs(2)).is_some(), "still running after SIGTERM");
+}
