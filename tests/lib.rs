@@ -41,16 +41,36 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Start `vhost-user-ccw --socket-path … --device <device>`.
+    /// Start `vhost-user-ccw --socket-path … --device <device>`, logging
+    /// at debug level (shown by the test harness on failure).
     pub fn start(device: &str) -> Self {
+        Self::start_with_log(device, "debug")
+    }
+
+    /// Start the backend with the given `RUST_LOG` filter.
+    pub fn start_with_log(device: &str, log: &str) -> Self {
+        Self::start_on_cpu(device, log, None)
+    }
+
+    /// Start the backend, pinned to one CPU with taskset(1) if `cpu` is
+    /// given (benchmarks).
+    pub fn start_on_cpu(device: &str, log: &str, cpu: Option<usize>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("ccw.sock");
-        let child = Command::new(binary("vhost-user-ccw"))
+        let mut command = match cpu {
+            Some(cpu) => {
+                let mut taskset = Command::new("taskset");
+                taskset.arg("-c").arg(cpu.to_string()).arg(binary("vhost-user-ccw"));
+                taskset
+            }
+            None => Command::new(binary("vhost-user-ccw")),
+        };
+        let child = command
             .arg("--socket-path")
             .arg(&socket)
             .arg("--device")
             .arg(device)
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", log)
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn vhost-user-ccw");

@@ -17,7 +17,7 @@ use vhost_user_ccw_protocol::wire::{
     VIRTIO_CCW_F_PROTOCOL_V1,
 };
 use virtio_queue::{QueueOwnedT, QueueT};
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier};
 
@@ -122,13 +122,10 @@ impl Session {
 
     fn process_requests(&mut self, vring: &VringRwLock, ram: &GuestRam) -> std::io::Result<()> {
         let mem = ram.table();
-        let chains: Vec<_> = vring
-            .get_mut()
-            .get_queue_mut()
-            .iter(mem)
-            .map_err(|e| std::io::Error::other(format!("requestq: {e}")))?
-            .collect();
-        for chain in chains {
+        loop {
+            let Some(chain) = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             let mut bytes = [0u8; Request::START_SIZE];
             let read = chain.clone().reader(mem).ok().and_then(|mut reader| {
@@ -150,7 +147,7 @@ impl Session {
                 .add_used(head, len)
                 .map_err(|e| std::io::Error::other(format!("requestq add_used: {e}")))?;
         }
-        vring.signal_used_queue()
+        Ok(())
     }
 
     fn serve_one(&mut self, bytes: &[u8], ram: &GuestRam) -> Response {
@@ -169,49 +166,76 @@ impl Session {
         }
     }
 
-    /// Move pending events into eventq buffers while both exist.
+    /// Move pending events into eventq buffers while both exist. The
+    /// frontend is asked to kick the eventq only while events wait for
+    /// buffers: re-posting a buffer then costs it no notification.
     fn deliver_events(&mut self, vring: &VringRwLock, ram: &GuestRam) -> std::io::Result<()> {
         let mem = ram.table();
         if !vring.get_ref().get_queue().ready() {
             return Ok(());
         }
+        let queue_error = |e: virtio_queue::Error| std::io::Error::other(format!("eventq: {e}"));
         let mut delivered = false;
         let mut sch = lock(&self.subchannel);
-        while sch.has_events() {
-            let Some(chain) = vring
-                .get_mut()
-                .get_queue_mut()
-                .pop_descriptor_chain(mem)
-            else {
-                break;
-            };
-            let head = chain.head_index();
-            let Some(event) = sch.next_event() else {
-                break;
-            };
-            let len = match chain.writer(mem) {
-                Ok(mut writer) if writer.available_bytes() >= Event::SIZE => {
-                    match writer.write_all(&event.encode()) {
-                        Ok(()) => Event::SIZE,
-                        Err(_) => 0,
+        loop {
+            while sch.has_events() {
+                let Some(chain) = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem) else {
+                    break;
+                };
+                let head = chain.head_index();
+                let Some(event) = sch.next_event() else {
+                    break;
+                };
+                let len = match chain.writer(mem) {
+                    Ok(mut writer) if writer.available_bytes() >= Event::SIZE => {
+                        match writer.write_all(&event.encode()) {
+                            Ok(()) => Event::SIZE,
+                            Err(_) => 0,
+                        }
                     }
-                }
-                _ => {
-                    warn!("eventq buffer {head} is smaller than {} bytes", Event::SIZE);
-                    sch.unget_event(event);
-                    0
-                }
-            };
-            vring
-                .add_used(head, u32::try_from(len).unwrap_or(0))
-                .map_err(|e| std::io::Error::other(format!("eventq add_used: {e}")))?;
-            delivered = true;
+                    _ => {
+                        warn!("eventq buffer {head} is smaller than {} bytes", Event::SIZE);
+                        sch.unget_event(event);
+                        0
+                    }
+                };
+                vring
+                    .add_used(head, u32::try_from(len).unwrap_or(0))
+                    .map_err(queue_error)?;
+                delivered = true;
+            }
+            let mut state = vring.get_mut();
+            let queue = state.get_queue_mut();
+            if !sch.has_events() {
+                queue.disable_notification(mem).map_err(queue_error)?;
+                break;
+            }
+            // Events wait for buffers: ask for a kick, and catch buffers
+            // posted before the request became visible.
+            if !queue.enable_notification(mem).map_err(queue_error)? {
+                break;
+            }
         }
         drop(sch);
-        if delivered {
+        if delivered && wants_interrupt(vring, mem) {
             vring.signal_used_queue()?;
         }
         Ok(())
+    }
+}
+
+/// Whether the driver wants used-buffer notifications for this queue: it
+/// sets VIRTQ_AVAIL_F_NO_INTERRUPT while it will look at the queue anyway
+/// (the frontend does so for the eventq while it waits for a response, so a
+/// START whose interruption is ready at once costs one notification, not
+/// two). virtio-queue does not read that flag, so it is read here.
+fn wants_interrupt(vring: &VringRwLock, mem: &GuestMemoryMmap) -> bool {
+    const VIRTQ_AVAIL_F_NO_INTERRUPT: u16 = 1;
+    let avail = vring.get_ref().get_queue().avail_ring();
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    match mem.load::<u16>(vm_memory::GuestAddress(avail), std::sync::atomic::Ordering::Acquire) {
+        Ok(flags) => u16::from_le(flags) & VIRTQ_AVAIL_F_NO_INTERRUPT == 0,
+        Err(_) => true,
     }
 }
 
@@ -305,6 +329,11 @@ impl VhostUserBackendMut for Session {
         };
         if usize::from(device_event) == REQUEST_QUEUE {
             self.process_requests(&vrings[REQUEST_QUEUE], &ram)?;
+            // The responses are out; now let the host act on what they
+            // started, so a short program's interruption follows at once.
+            lock(&self.subchannel).host_ready();
+            self.deliver_events(&vrings[EVENT_QUEUE], &ram)?;
+            return vrings[REQUEST_QUEUE].signal_used_queue();
         }
         self.deliver_events(&vrings[EVENT_QUEUE], &ram)
     }

@@ -247,7 +247,7 @@ impl Connection {
                 .ctl(
                     ControlOperation::Add,
                     calls[index].as_raw_fd(),
-                    EpollEvent::new(EventSet::IN, index as u64),
+                    EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, index as u64),
                 )
                 .map_err(io("epoll_ctl"))?;
         }
@@ -308,7 +308,10 @@ impl Connection {
     }
 
     fn kick(&self, queue: usize) -> Result<(), ConnectionError> {
-        self.kicks[queue].write(1).map_err(io("kick"))
+        if self.queues[queue].needs_kick(&self.mem)? {
+            self.kicks[queue].write(1).map_err(io("kick"))?;
+        }
+        Ok(())
     }
 
     fn check_ram(&self, addr: u64, len: u64) -> Result<(), ConnectionError> {
@@ -336,7 +339,9 @@ impl Connection {
             .map_err(|_| ConnectionError::Ram { addr, len })
     }
 
-    /// Block until a call fd fires or the deadline passes.
+    /// Block until a call fd fires or the deadline passes. The call fds are
+    /// edge-triggered in the epoll set: every notification wakes us once,
+    /// and their counters never need reading.
     fn wait_call(&self, deadline: Instant) -> Result<bool, ConnectionError> {
         let now = Instant::now();
         if now >= deadline {
@@ -344,19 +349,14 @@ impl Connection {
         }
         let ms = i32::try_from((deadline - now).as_millis().max(1)).unwrap_or(i32::MAX);
         let mut events = [EpollEvent::default(); NUM_QUEUES];
-        let n = match self.epoll.wait(ms, &mut events) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
-            Err(e) => return Err(ConnectionError::Io { what: "epoll_wait", source: e }),
-        };
-        for event in &events[..n] {
-            if let Some(call) = usize::try_from(event.data()).ok().and_then(|i| self.calls.get(i)) {
-                // Reading resets the counter; EAGAIN just means a race with
-                // an earlier read.
-                let _ = call.read();
-            }
+        match self.epoll.wait(ms, &mut events) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => Err(ConnectionError::Io {
+                what: "epoll_wait",
+                source: e,
+            }),
         }
-        Ok(true)
     }
 
     /// Collect filled eventq buffers and re-post them.
@@ -402,9 +402,6 @@ impl Connection {
         self.mem
             .write_slice(bytes, GuestAddress(request_addr))
             .map_err(VringError::Memory)?;
-        self.mem
-            .write_slice(&[0u8; Response::SIZE], GuestAddress(response_addr))
-            .map_err(VringError::Memory)?;
         let head = self.queues[REQUEST_QUEUE].add(
             &self.mem,
             &[
@@ -420,6 +417,9 @@ impl Connection {
                 },
             ],
         )?;
+        // The eventq is drained right after the response anyway: an
+        // interruption that is ready together with it needs no notification.
+        self.queues[EVENT_QUEUE].set_interrupts(&self.mem, false)?;
         self.kick(REQUEST_QUEUE)?;
         let deadline = Instant::now() + self.timeout;
         loop {
@@ -451,7 +451,10 @@ impl Connection {
     /// The next event, waiting up to `timeout`.
     pub fn wait_event(&mut self, timeout: Duration) -> Result<Option<Event>, ConnectionError> {
         let deadline = Instant::now() + timeout;
+        self.queues[EVENT_QUEUE].set_interrupts(&self.mem, true)?;
         loop {
+            // Drained after re-enabling notifications: an event added in
+            // between is either seen here or notified.
             self.drain_events()?;
             if let Some(event) = self.events.pop_front() {
                 return Ok(Some(event));

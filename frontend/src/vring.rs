@@ -11,6 +11,10 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Descriptor flag: the chain continues in `next`.
 const VIRTQ_DESC_F_NEXT: u16 = 1;
+/// Available-ring flag: the driver does not need notifications.
+const VIRTQ_AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// Used-ring flag: the device does not need kicks.
+const VIRTQ_USED_F_NO_NOTIFY: u16 = 1;
 /// Descriptor flag: the device writes this buffer.
 const VIRTQ_DESC_F_WRITE: u16 = 2;
 
@@ -129,6 +133,23 @@ impl DriverQueue {
         mem.store(self.avail_idx.to_le(), GuestAddress(self.layout.avail + 2), Ordering::Release)?;
         fence(Ordering::SeqCst);
         Ok(head)
+    }
+
+    /// Whether the device wants a notification for new buffers (it sets
+    /// VIRTQ_USED_F_NO_NOTIFY in the used ring's flags when it does not).
+    pub fn needs_kick(&self, mem: &GuestMemoryMmap) -> Result<bool, VringError> {
+        fence(Ordering::SeqCst);
+        let flags = u16::from_le(mem.load(GuestAddress(self.layout.used), Ordering::Acquire)?);
+        Ok(flags & VIRTQ_USED_F_NO_NOTIFY == 0)
+    }
+
+    /// Ask the device for used-buffer notifications, or tell it not to
+    /// bother (VIRTQ_AVAIL_F_NO_INTERRUPT) while the driver polls anyway.
+    pub fn set_interrupts(&self, mem: &GuestMemoryMmap, enabled: bool) -> Result<(), VringError> {
+        let flags: u16 = if enabled { 0 } else { VIRTQ_AVAIL_F_NO_INTERRUPT };
+        mem.store(flags.to_le(), GuestAddress(self.layout.avail), Ordering::Release)?;
+        fence(Ordering::SeqCst);
+        Ok(())
     }
 
     /// Take the next completion: (head, bytes written by the device).

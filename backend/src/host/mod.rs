@@ -97,6 +97,8 @@ pub trait HostSubchannel: Send {
     /// An fd that becomes readable when [`poll`](Self::poll) has work.
     fn notifier(&self) -> RawFd;
     /// Make progress and collect interruptions, each with its status cleared
-    /// on the host (as TEST SUBCHANNEL would).
+    /// on the host (as TEST SUBCHANNEL would). Called whenever the notifier
+    /// fires and after every batch of requests (once their responses are
+    /// out), so work a request created needs no notification.
     fn poll(&mut self, irbs: &mut Vec<Irb>) -> Result<(), HostError>;
 }

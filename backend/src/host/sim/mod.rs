@@ -1,8 +1,9 @@
 //! `sim`: an emulated subchannel in front of an emulated device.
 //!
 //! It behaves like the channel subsystem does for a real subchannel: START
-//! makes the start function pending, the program runs later (when the
-//! notifier fires and [`HostSubchannel::poll`] is called), CCW by CCW over
+//! makes the start function pending, the program runs later (in
+//! [`HostSubchannel::poll`], which the session calls after answering the
+//! requests, and when the latency timer fires), CCW by CCW over
 //! guest RAM, with command and data chaining, incorrect-length rules, status
 //! modifier and unit check, and ends in an interruption whose SCSW carries
 //! function, activity and status control, device and subchannel status, the
@@ -55,8 +56,6 @@ impl Default for SimConfig {
 const CHPID_TYPE_FICON: u8 = 0x1b;
 /// The single path the simulated subchannel has, as a path mask.
 const PATH: u8 = 0x80;
-/// Delay used to make the notifier fire "now".
-const IMMEDIATELY: Duration = Duration::from_nanos(1);
 
 /// A program the simulated channel is running.
 #[derive(Debug)]
@@ -76,6 +75,8 @@ pub struct SimSubchannel {
     pmcw: Pmcw,
     scsw: Scsw,
     running: Option<Running>,
+    /// Whether the latency timer may have expired unread.
+    timer_armed: bool,
     /// Scratch buffer for one command's data.
     buffer: Vec<u8>,
 }
@@ -119,6 +120,7 @@ impl SimSubchannel {
             pmcw,
             scsw: Scsw::default(),
             running: None,
+            timer_armed: false,
             buffer: Vec::new(),
         })
     }
@@ -126,7 +128,8 @@ impl SimSubchannel {
     fn kick(&mut self, after: Duration) {
         // A failing timerfd_settime cannot happen with a valid fd and a
         // non-zero duration; log rather than lose the interruption silently.
-        if let Err(e) = self.timer.reset(after.max(IMMEDIATELY), None) {
+        self.timer_armed = true;
+        if let Err(e) = self.timer.reset(after, None) {
             log::error!("sim: arming the timer failed: {e}");
         }
     }
@@ -423,7 +426,6 @@ impl HostSubchannel for SimSubchannel {
             ram,
             next: 0,
         });
-        self.kick(IMMEDIATELY);
         HostCc::Accepted
     }
 
@@ -439,7 +441,6 @@ impl HostSubchannel for SimSubchannel {
         }
         self.scsw.function_control = self.scsw.function_control | FunctionControl::HALT;
         self.scsw.activity_control = self.scsw.activity_control | ActivityControl::HALT_PENDING;
-        self.kick(IMMEDIATELY);
         HostCc::Accepted
     }
 
@@ -451,7 +452,6 @@ impl HostSubchannel for SimSubchannel {
         self.scsw.activity_control = ActivityControl::CLEAR_PENDING;
         // A pending interruption is withdrawn.
         self.scsw.status_control = StatusControl::empty();
-        self.kick(IMMEDIATELY);
         HostCc::Accepted
     }
 
@@ -485,14 +485,16 @@ impl HostSubchannel for SimSubchannel {
     }
 
     fn poll(&mut self, irbs: &mut Vec<Irb>) -> Result<(), HostError> {
-        match self.timer.wait() {
-            Ok(_) => {}
-            Err(e) if e.errno() == libc::EAGAIN => {}
-            Err(e) => {
-                return Err(HostError::Io {
-                    what: "timerfd read",
-                    source: e.into(),
-                });
+        if self.timer_armed {
+            match self.timer.wait() {
+                Ok(_) => self.timer_armed = false,
+                Err(e) if e.errno() == libc::EAGAIN => {}
+                Err(e) => {
+                    return Err(HostError::Io {
+                        what: "timerfd read",
+                        source: e.into(),
+                    });
+                }
             }
         }
         if self.scsw.activity_control.contains(ActivityControl::CLEAR_PENDING) {
