@@ -60,7 +60,10 @@ impl Backend {
         let mut command = match cpu {
             Some(cpu) => {
                 let mut taskset = Command::new("taskset");
-                taskset.arg("-c").arg(cpu.to_string()).arg(binary("vhost-user-ccw"));
+                taskset
+                    .arg("-c")
+                    .arg(cpu.to_string())
+                    .arg(binary("vhost-user-ccw"));
                 taskset
             }
             None => Command::new(binary("vhost-user-ccw")),

@@ -28,7 +28,8 @@ fn put_ccw(conn: &Connection, addr: u64, cmd: u8, flags: CcwFlags, count: u16, c
         count,
         cda,
     };
-    conn.write_ram(addr, &ccw.encode_format1().unwrap()).unwrap();
+    conn.write_ram(addr, &ccw.encode_format1().unwrap())
+        .unwrap();
 }
 
 fn read(conn: &Connection, addr: u64, len: usize) -> Vec<u8> {
@@ -77,16 +78,23 @@ fn sense_id_lands_the_device_identity_in_guest_memory() {
     let data = read(&conn, 0x2000, 40);
     assert_eq!(
         &data[..12],
-        &[0xff, 0x50, 0x00, 0x01, 0x50, 0x01, 0x01, 0x00, 0x40, 0xfa, 0x00, 0x80]
+        &[
+            0xff, 0x50, 0x00, 0x01, 0x50, 0x01, 0x01, 0x00, 0x40, 0xfa, 0x00, 0x80
+        ]
     );
-    assert_eq!(&data[12..], &[0xaa; 28], "bytes past the transfer untouched");
+    assert_eq!(
+        &data[12..],
+        &[0xaa; 28],
+        "bytes past the transfer untouched"
+    );
 }
 
 #[test]
 fn chained_write_seek_read_moves_data_with_residual_counts() {
     let backend = Backend::start("sim,size=32");
     let mut conn = backend.connect();
-    conn.write_ram(0x3000, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345").unwrap();
+    conn.write_ram(0x3000, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345")
+        .unwrap();
     conn.write_ram(0x3100, &20u32.to_be_bytes()).unwrap();
     conn.write_ram(0x4000, &[0xee; 16]).unwrap();
     conn.write_ram(0x4100, &[0xee; 32]).unwrap();
@@ -100,7 +108,10 @@ fn chained_write_seek_read_moves_data_with_residual_counts() {
     assert_eq!(irb.scsw.status_control, final_status());
     assert_eq!(irb.scsw.subchannel_status, SubchannelStatus::empty());
     assert_eq!(irb.scsw.cpa, 0x1020);
-    assert_eq!(irb.scsw.count, 14, "12 bytes left after position 20: 6 + 6 of 26");
+    assert_eq!(
+        irb.scsw.count, 14,
+        "12 bytes left after position 20: 6 + 6 of 26"
+    );
     assert_eq!(read(&conn, 0x4000, 8), b"UVWXYZ\xee\xee");
     assert_eq!(&read(&conn, 0x4100, 8), b"012345\xee\xee");
 
@@ -110,7 +121,10 @@ fn chained_write_seek_read_moves_data_with_residual_counts() {
     put_ccw(&conn, 0x1008, 0x02, CcwFlags::empty(), 8, 0x4000);
     assert_eq!(conn.request(&start(10, 0x1000)).unwrap().cc, 0);
     let (_, irb) = interrupt(&mut conn);
-    assert_eq!(irb.scsw.subchannel_status, SubchannelStatus::INCORRECT_LENGTH);
+    assert_eq!(
+        irb.scsw.subchannel_status,
+        SubchannelStatus::INCORRECT_LENGTH
+    );
     assert!(irb.scsw.status_control.contains(StatusControl::ALERT));
     assert_eq!(irb.scsw.count, 4);
     assert_eq!(&read(&conn, 0x4000, 4), b"2345");
@@ -124,12 +138,24 @@ fn program_outside_guest_ram_is_refused_and_memory_untouched() {
     let edge = ram - 0x80;
     conn.write_ram(edge, &[0x5a; 0x80]).unwrap();
     // A READ whose data area runs 0x80 bytes past the end of guest RAM.
-    put_ccw(&conn, 0x1000, 0x02, CcwFlags::empty(), 0x100, u32::try_from(edge).unwrap());
+    put_ccw(
+        &conn,
+        0x1000,
+        0x02,
+        CcwFlags::empty(),
+        0x100,
+        u32::try_from(edge).unwrap(),
+    );
     let resp = conn.request(&start(1, 0x1000)).unwrap();
     assert_eq!(resp.status, ResponseStatus::UnitException);
     assert_eq!(resp.error, ProgramErrorCode::AddressOutOfRange as u32);
     assert_eq!(read(&conn, edge, 0x80), vec![0x5a; 0x80]);
-    assert!(conn.wait_event(Duration::from_millis(200)).unwrap().is_none(), "no interrupt");
+    assert!(
+        conn.wait_event(Duration::from_millis(200))
+            .unwrap()
+            .is_none(),
+        "no interrupt"
+    );
     // The channel-program address itself outside RAM.
     let resp = conn.request(&start(2, 0x7fff_0000)).unwrap();
     assert_eq!(resp.error, ProgramErrorCode::AddressOutOfRange as u32);
@@ -152,8 +178,19 @@ fn halt_clear_and_store_report_condition_codes() {
     let store = conn.request(&Request::new(RequestType::Store, 3)).unwrap();
     assert_eq!(store.cc, 0);
     assert!(store.schib.pmcw.enabled);
-    assert!(store.schib.scsw.function_control.contains(FunctionControl::START));
-    assert_eq!(conn.request(&Request::new(RequestType::Halt, 4)).unwrap().cc, 0);
+    assert!(
+        store
+            .schib
+            .scsw
+            .function_control
+            .contains(FunctionControl::START)
+    );
+    assert_eq!(
+        conn.request(&Request::new(RequestType::Halt, 4))
+            .unwrap()
+            .cc,
+        0
+    );
     let (tag, irb) = interrupt(&mut conn);
     assert_eq!(tag, 4);
     assert_eq!(
@@ -163,7 +200,12 @@ fn halt_clear_and_store_report_condition_codes() {
     assert!(irb.scsw.cpa > 0x1000 && irb.scsw.cpa < 0x1000 + 8 * 51);
 
     assert_eq!(conn.request(&start(5, 0x1000)).unwrap().cc, 0);
-    assert_eq!(conn.request(&Request::new(RequestType::Clear, 6)).unwrap().cc, 0);
+    assert_eq!(
+        conn.request(&Request::new(RequestType::Clear, 6))
+            .unwrap()
+            .cc,
+        0
+    );
     let (tag, irb) = interrupt(&mut conn);
     assert_eq!(tag, 6);
     assert_eq!(irb.scsw.function_control, FunctionControl::CLEAR);
@@ -192,7 +234,11 @@ fn disconnect_mid_io_then_a_new_connection_starts_clean() {
     let (tag, irb) = interrupt(&mut conn);
     assert_eq!(tag, 2, "only the new session's interrupt arrives");
     assert_eq!(irb.scsw.cpa, 0x1008);
-    assert!(conn.wait_event(Duration::from_millis(200)).unwrap().is_none());
+    assert!(
+        conn.wait_event(Duration::from_millis(200))
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -202,16 +248,28 @@ fn malformed_requests_get_bad_request() {
     // Unknown request type.
     let mut bytes = Request::new(RequestType::Halt, 1).encode();
     bytes[0] = 0x77;
-    assert_eq!(conn.request_raw(&bytes).unwrap().status, ResponseStatus::BadRequest);
+    assert_eq!(
+        conn.request_raw(&bytes).unwrap().status,
+        ResponseStatus::BadRequest
+    );
     // Truncated START.
     let bytes = start(2, 0x1000).encode();
-    assert_eq!(conn.request_raw(&bytes[..20]).unwrap().status, ResponseStatus::BadRequest);
+    assert_eq!(
+        conn.request_raw(&bytes[..20]).unwrap().status,
+        ResponseStatus::BadRequest
+    );
     // Empty element.
-    assert_eq!(conn.request_raw(&[]).unwrap().status, ResponseStatus::BadRequest);
+    assert_eq!(
+        conn.request_raw(&[]).unwrap().status,
+        ResponseStatus::BadRequest
+    );
     // An ORB with reserved bits set.
     let mut bytes = start(3, 0x1000).encode();
     bytes[16 + 7] |= 0x3e;
-    assert_eq!(conn.request_raw(&bytes).unwrap().status, ResponseStatus::BadRequest);
+    assert_eq!(
+        conn.request_raw(&bytes).unwrap().status,
+        ResponseStatus::BadRequest
+    );
     // The session still works.
     put_ccw(&conn, 0x1000, 0x03, CcwFlags::empty(), 0, 0);
     assert_eq!(conn.request(&start(4, 0x1000)).unwrap().cc, 0);
@@ -221,7 +279,11 @@ fn malformed_requests_get_bad_request() {
 #[test]
 fn garbage_on_the_socket_ends_only_that_connection() {
     let mut backend = Backend::start("sim");
-    for garbage in [&[0xffu8; 7][..], &[0x01, 0, 0, 0, 0x01, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f], &[0u8; 4096]] {
+    for garbage in [
+        &[0xffu8; 7][..],
+        &[0x01, 0, 0, 0, 0x01, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f],
+        &[0u8; 4096],
+    ] {
         let mut stream = UnixStream::connect(backend.socket()).unwrap();
         let _ = stream.write_all(garbage);
         drop(stream);
@@ -277,9 +339,15 @@ fn hostile_memory_tables_are_refused_without_a_crash() {
             mmap_handle: file.as_raw_fd(),
         };
         let result = frontend.set_mem_table(&[region]);
-        assert!(result.is_err(), "table {gpa:#x}+{size:#x}@{offset:#x} accepted");
+        assert!(
+            result.is_err(),
+            "table {gpa:#x}+{size:#x}@{offset:#x} accepted"
+        );
         drop(frontend);
-        assert!(backend.is_running(), "backend died on table {gpa:#x}+{size:#x}");
+        assert!(
+            backend.is_running(),
+            "backend died on table {gpa:#x}+{size:#x}"
+        );
     }
     let mut conn = backend.connect();
     put_ccw(&conn, 0x1000, 0x03, CcwFlags::empty(), 0, 0);
@@ -333,5 +401,48 @@ fn sigterm_stops_the_backend_promptly() {
         .status()
         .unwrap();
     assert!(status.success());
-    assert!(backend.wait_exit(Duration::from_secs(2)).is_some(), "still running after SIGTERM");
+    assert!(
+        backend.wait_exit(Duration::from_secs(2)).is_some(),
+        "still running after SIGTERM"
+    );
+}
+
+/// Runs `systemd-socket-activate -l SOCKET vhost-user-ccw ARGS…` (the real
+/// LISTEN_FDS/LISTEN_PID protocol, no PID 1 needed) and does two sessions.
+fn activated_sessions(extra_args: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("activated.sock");
+    let mut child = std::process::Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&socket)
+        .arg(binary("vhost-user-ccw"))
+        .args(extra_args)
+        .spawn()
+        .expect("systemd-socket-activate (package systemd) is required");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline, "no activation socket");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for tag in 1..=2 {
+        let mut conn = Connection::connect(&socket, &Default::default()).unwrap();
+        put_ccw(&conn, 0x1000, 0xe4, CcwFlags::SLI, 40, 0x2000);
+        assert_eq!(conn.request(&start(tag, 0x1000)).unwrap().cc, 0);
+        let (got, irb) = interrupt(&mut conn);
+        assert_eq!(got, tag);
+        assert_eq!(irb.scsw.count, 28);
+        assert_eq!(read(&conn, 0x2000, 1), [0xff]);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn socket_activation_with_listen_fds() {
+    activated_sessions(&["--device", "sim"]);
+}
+
+#[test]
+fn inherited_listening_fd() {
+    activated_sessions(&["--fd", "3"]);
 }

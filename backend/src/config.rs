@@ -67,7 +67,10 @@ pub struct Config {
 impl Config {
     /// Build from parsed arguments and the process environment (for
     /// systemd socket activation: LISTEN_PID / LISTEN_FDS).
-    pub fn from_args(args: &Args, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn from_args(
+        args: &Args,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
         let listen = match (&args.socket_path, args.fd) {
             (Some(path), _) => Listen::Path(path.clone()),
             (None, Some(fd)) => Listen::Fd(fd),
@@ -89,7 +92,10 @@ fn activated_fd(env: &impl Fn(&str) -> Option<String>) -> Option<Listen> {
 
 fn parse_number(value: &str) -> Option<u64> {
     let value = value.trim();
-    if let Some(hex) = value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
+    if let Some(hex) = value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
         return u64::from_str_radix(hex, 16).ok();
     }
     let (digits, shift) = match value.chars().last()? {
@@ -113,7 +119,9 @@ pub fn parse_device(spec: &str) -> Result<DeviceSpec, ConfigError> {
     let mut parts = spec.split(',');
     let kind = parts.next().unwrap_or_default();
     if kind != "sim" {
-        return Err(err(format!("unknown host subchannel kind '{kind}' (expected sim or vfio:…)")));
+        return Err(err(format!(
+            "unknown host subchannel kind '{kind}' (expected sim or vfio:…)"
+        )));
     }
     let mut config = SimConfig::default();
     let mut size = DEFAULT_SIM_SIZE;
@@ -121,7 +129,8 @@ pub fn parse_device(spec: &str) -> Result<DeviceSpec, ConfigError> {
         let (key, value) = part
             .split_once('=')
             .ok_or_else(|| err(format!("'{part}' is not key=value")))?;
-        let number = parse_number(value).ok_or_else(|| err(format!("{key}: '{value}' is not a number")))?;
+        let number =
+            parse_number(value).ok_or_else(|| err(format!("{key}: '{value}' is not a number")))?;
         let out_of_range = || err(format!("{key}: {value} is out of range"));
         match key {
             "devno" => config.devno = u16::try_from(number).map_err(|_| out_of_range())?,
@@ -176,13 +185,19 @@ mod tests {
             "LISTEN_FDS" => Some("1".to_owned()),
             _ => None,
         };
-        assert_eq!(Config::from_args(&args(&[]), env).unwrap().listen, Listen::Fd(3));
+        assert_eq!(
+            Config::from_args(&args(&[]), env).unwrap().listen,
+            Listen::Fd(3)
+        );
         let other = |k: &str| match k {
             "LISTEN_PID" => Some("1".to_owned()),
             "LISTEN_FDS" => Some("1".to_owned()),
             _ => None,
         };
-        assert_eq!(Config::from_args(&args(&[]), other), Err(ConfigError::NoSocket));
+        assert_eq!(
+            Config::from_args(&args(&[]), other),
+            Err(ConfigError::NoSocket)
+        );
     }
 
     #[test]
@@ -197,13 +212,27 @@ mod tests {
         assert_eq!(config.chpid, 0x2a);
         assert_eq!(config.latency, Duration::from_micros(500));
         assert_eq!(size, 64 * 1024);
-        assert!(matches!(parse_device("sim,devno=0x12345"), Err(ConfigError::Device { .. })));
-        assert!(matches!(parse_device("sim,colour=red"), Err(ConfigError::Device { .. })));
-        assert!(matches!(parse_device("sim,size=0"), Err(ConfigError::Device { .. })));
-        assert!(matches!(parse_device("disk"), Err(ConfigError::Device { .. })));
+        assert!(matches!(
+            parse_device("sim,devno=0x12345"),
+            Err(ConfigError::Device { .. })
+        ));
+        assert!(matches!(
+            parse_device("sim,colour=red"),
+            Err(ConfigError::Device { .. })
+        ));
+        assert!(matches!(
+            parse_device("sim,size=0"),
+            Err(ConfigError::Device { .. })
+        ));
+        assert!(matches!(
+            parse_device("disk"),
+            Err(ConfigError::Device { .. })
+        ));
         assert_eq!(
             parse_device("vfio:0b5f1c27-1a8c-4b0e-9d10-2f0b3e1c5a77"),
-            Err(ConfigError::VfioUnavailable("0b5f1c27-1a8c-4b0e-9d10-2f0b3e1c5a77".into()))
+            Err(ConfigError::VfioUnavailable(
+                "0b5f1c27-1a8c-4b0e-9d10-2f0b3e1c5a77".into()
+            ))
         );
     }
 }

@@ -93,16 +93,23 @@ fn open_listener(listen: &Listen) -> Result<Listener, Error> {
 
 /// Serve the configured socket until the process is stopped.
 pub fn run(config: &Config) -> Result<(), Error> {
-    let subchannel: SharedSubchannel = Arc::new(Mutex::new(Subchannel::new(build_host(&config.device)?)));
+    let subchannel: SharedSubchannel =
+        Arc::new(Mutex::new(Subchannel::new(build_host(&config.device)?)));
     let mut listener = open_listener(&config.listen)?;
-    info!("listening ({:?}), device {:?}", config.listen, config.device);
+    info!(
+        "listening ({:?}), device {:?}",
+        config.listen, config.device
+    );
     loop {
         serve_connection(&subchannel, &mut listener)?;
     }
 }
 
 /// Accept one connection, serve it to its end, and close the subchannel.
-pub fn serve_connection(subchannel: &SharedSubchannel, listener: &mut Listener) -> Result<(), Error> {
+pub fn serve_connection(
+    subchannel: &SharedSubchannel,
+    listener: &mut Listener,
+) -> Result<(), Error> {
     let session = Arc::new(RwLock::new(Session::new(Arc::clone(subchannel))?));
     let mut daemon = VhostUserDaemon::new(
         "vhost-user-ccw".to_owned(),

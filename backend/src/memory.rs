@@ -13,7 +13,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use vhost_user_ccw_protocol::wire::CONTROL_WINDOW_BASE;
 use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion, GuestRegionMmap, GuestMemoryMmap,
+    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, GuestRegionMmap,
 };
 
 /// What is wrong with a memory table.
@@ -48,7 +48,9 @@ pub enum MemoryError {
         reason: String,
     },
     /// A region straddles the start of the control window.
-    #[error("memory region at {gpa:#x} (size {size:#x}) straddles the control window at {CONTROL_WINDOW_BASE:#x}")]
+    #[error(
+        "memory region at {gpa:#x} (size {size:#x}) straddles the control window at {CONTROL_WINDOW_BASE:#x}"
+    )]
     StraddlesWindow {
         /// Guest physical start of the region.
         gpa: u64,
@@ -68,7 +70,7 @@ pub fn validate(mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
 fn validate_region(region: &GuestRegionMmap) -> Result<(), MemoryError> {
     let gpa = region.start_addr().0;
     let size = region.len();
-    let end = gpa.checked_add(size).unwrap_or(u64::MAX);
+    let end = gpa.saturating_add(size);
     if gpa < CONTROL_WINDOW_BASE && end > CONTROL_WINDOW_BASE {
         return Err(MemoryError::StraddlesWindow { gpa, size });
     }
@@ -176,12 +178,8 @@ pub(crate) mod tests {
             .expect("tempfile")
             .into_file();
         file.set_len(file_size).expect("set_len");
-        GuestRegionMmap::from_range(
-            GuestAddress(gpa),
-            size,
-            Some(FileOffset::new(file, offset)),
-        )
-        .expect("map region")
+        GuestRegionMmap::from_range(GuestAddress(gpa), size, Some(FileOffset::new(file, offset)))
+            .expect("map region")
     }
 
     pub(crate) fn ram(size: usize) -> GuestRam {

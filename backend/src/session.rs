@@ -16,17 +16,25 @@ use vhost_user_ccw_protocol::wire::{
     PROTOCOL_FEATURE_BITS, PROTOCOL_VERSION, REQUEST_QUEUE, Request, Response, ResponseStatus,
     VIRTIO_CCW_F_PROTOCOL_V1,
 };
-use virtio_queue::{QueueOwnedT, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier};
+use vmm_sys_util::event::{
+    EventConsumer, EventFlag, EventNotifier, new_event_consumer_and_notifier,
+};
 
 use crate::memory::{self, GuestRam};
 use crate::subchannel::{Input, Subchannel};
 
 /// Epoll token of the host subchannel's notifier (after the queues and the
 /// exit event, which vhost-user-backend reserves).
-pub const HOST_EVENT: u16 = NUM_QUEUES as u16 + 1;
+pub const HOST_EVENT: u16 = {
+    assert!(NUM_QUEUES < 0xffff);
+    // Checked above: the queue count fits.
+    #[allow(clippy::cast_possible_truncation)]
+    let queues = NUM_QUEUES as u16;
+    queues + 1
+};
 
 /// The shared subchannel of a socket.
 pub type SharedSubchannel = Arc<Mutex<Subchannel>>;
@@ -34,7 +42,9 @@ pub type SharedSubchannel = Arc<Mutex<Subchannel>>;
 /// Lock the subchannel; a panic while it was held leaves it usable (its
 /// state is consistent after every dispatch).
 pub fn lock(subchannel: &SharedSubchannel) -> MutexGuard<'_, Subchannel> {
-    subchannel.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    subchannel
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The vhost-user backend of one connection.
@@ -134,9 +144,9 @@ impl Session {
             });
             let response = self.serve_one(&bytes[..read.unwrap_or(0)], ram);
             let written = match chain.writer(mem) {
-                Ok(mut writer) if writer.available_bytes() >= Response::SIZE => {
-                    writer.write_all(&response.encode()).map(|()| Response::SIZE)
-                }
+                Ok(mut writer) if writer.available_bytes() >= Response::SIZE => writer
+                    .write_all(&response.encode())
+                    .map(|()| Response::SIZE),
                 Ok(_) | Err(_) => {
                     warn!("requestq element {head} has no room for the response");
                     Ok(0)
@@ -233,7 +243,10 @@ fn wants_interrupt(vring: &VringRwLock, mem: &GuestMemoryMmap) -> bool {
     const VIRTQ_AVAIL_F_NO_INTERRUPT: u16 = 1;
     let avail = vring.get_ref().get_queue().avail_ring();
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-    match mem.load::<u16>(vm_memory::GuestAddress(avail), std::sync::atomic::Ordering::Acquire) {
+    match mem.load::<u16>(
+        vm_memory::GuestAddress(avail),
+        std::sync::atomic::Ordering::Acquire,
+    ) {
         Ok(flags) => u16::from_le(flags) & VIRTQ_AVAIL_F_NO_INTERRUPT == 0,
         Err(_) => true,
     }
@@ -287,7 +300,10 @@ impl VhostUserBackendMut for Session {
         let config = self.config_space().encode();
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
         let end = start.saturating_add(usize::try_from(size).unwrap_or(usize::MAX));
-        config.get(start..end).map(<[u8]>::to_vec).unwrap_or_default()
+        config
+            .get(start..end)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default()
     }
 
     fn update_memory(&mut self, atomic: GuestMemoryAtomic<GuestMemoryMmap>) -> std::io::Result<()> {
@@ -301,7 +317,10 @@ impl VhostUserBackendMut for Session {
             }
             Err(e) => {
                 // Nothing may use the refused table, not even the rings.
-                atomic.lock().map(|m| m.replace(GuestMemoryMmap::new())).ok();
+                atomic
+                    .lock()
+                    .map(|m| m.replace(GuestMemoryMmap::new()))
+                    .ok();
                 self.ram = None;
                 Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
             }

@@ -15,12 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vhost_user_ccw_protocol::arch::{FunctionControl, Irb, Schib};
-use vhost_user_ccw_protocol::wire::{Event, ProgramErrorCode, Request, RequestType, Response, ResponseStatus};
+use vhost_user_ccw_protocol::wire::{
+    Event, ProgramErrorCode, Request, RequestType, Response, ResponseStatus,
+};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use crate::host::{HostCc, HostError, HostSubchannel, Identity};
 use crate::memory::GuestRam;
-use crate::translate::{translate, ChannelProgram};
+use crate::translate::{ChannelProgram, translate};
 
 /// States of the mediated subchannel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -438,7 +440,11 @@ mod actions {
             return sch.state;
         };
         // An interruption not yet delivered is status pending for the guest.
-        if sch.events.iter().any(|e| matches!(e, Event::Interrupt { .. })) {
+        if sch
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Interrupt { .. }))
+        {
             sch.response = Response::cc(1);
             return State::Idle;
         }
@@ -446,7 +452,11 @@ mod actions {
             sch.response = Response::cc(2);
             return State::Idle;
         }
-        if !request.scsw.function_control.contains(FunctionControl::START) {
+        if !request
+            .scsw
+            .function_control
+            .contains(FunctionControl::START)
+        {
             sch.response = Response::status(
                 ResponseStatus::UnitException,
                 ProgramErrorCode::BadFunction as u32,
@@ -642,14 +652,19 @@ mod tests {
 
     fn nop_chain(ram: &GuestRam, at: u64, n: u64) {
         for i in 0..n {
-            let flags = if i + 1 < n { CcwFlags::CC } else { CcwFlags::from_bits_truncate(0) };
+            let flags = if i + 1 < n {
+                CcwFlags::CC
+            } else {
+                CcwFlags::from_bits_truncate(0)
+            };
             let ccw = Ccw {
                 cmd: CMD_NOP,
                 flags,
                 count: 0,
                 cda: 0,
             };
-            ram.write(at + 8 * i, &ccw.encode_format1().unwrap()).unwrap();
+            ram.write(at + 8 * i, &ccw.encode_format1().unwrap())
+                .unwrap();
         }
     }
 
@@ -684,7 +699,10 @@ mod tests {
         assert_eq!(resp, Response::cc(0));
         assert_eq!(sch.state(), State::CpPending);
         assert!(sch.has_program());
-        assert_eq!(sch.request(&start_request(8, 0x1000), Some(&ram)), Response::cc(2));
+        assert_eq!(
+            sch.request(&start_request(8, 0x1000), Some(&ram)),
+            Response::cc(2)
+        );
         let Event::Interrupt { tag, irb } = wait_for_event(&mut sch) else {
             panic!("expected an interrupt");
         };
@@ -703,9 +721,15 @@ mod tests {
         sch.request(&start_request(1, 0x1000), Some(&ram));
         sch.host_ready();
         assert!(sch.has_events());
-        assert_eq!(sch.request(&start_request(2, 0x1000), Some(&ram)), Response::cc(1));
+        assert_eq!(
+            sch.request(&start_request(2, 0x1000), Some(&ram)),
+            Response::cc(1)
+        );
         sch.next_event();
-        assert_eq!(sch.request(&start_request(3, 0x1000), Some(&ram)), Response::cc(0));
+        assert_eq!(
+            sch.request(&start_request(3, 0x1000), Some(&ram)),
+            Response::cc(0)
+        );
     }
 
     #[test]
@@ -714,7 +738,11 @@ mod tests {
         let ram = ram(0x10000);
         sch.dispatch(Input::Open);
         let resp = sch.request(&start_request(1, 0xfff8), Some(&ram));
-        assert_eq!(resp.status, ResponseStatus::UnitException, "a zero CCW has an invalid command code");
+        assert_eq!(
+            resp.status,
+            ResponseStatus::UnitException,
+            "a zero CCW has an invalid command code"
+        );
         assert_eq!(resp.error, ProgramErrorCode::Invalid as u32);
         let resp = sch.request(&start_request(1, 0x2_0000), Some(&ram));
         assert_eq!(resp.status, ResponseStatus::UnitException);
@@ -728,7 +756,10 @@ mod tests {
         let ram = ram(0x10000);
         nop_chain(&ram, 0x1000, 100);
         sch.dispatch(Input::Open);
-        assert_eq!(sch.request(&start_request(1, 0x1000), Some(&ram)), Response::cc(0));
+        assert_eq!(
+            sch.request(&start_request(1, 0x1000), Some(&ram)),
+            Response::cc(0)
+        );
         sch.dispatch(Input::Close);
         assert_eq!(sch.state(), State::Closed);
         assert!(!sch.has_program());
@@ -736,7 +767,10 @@ mod tests {
         // Reopen: a fresh, idle subchannel.
         sch.dispatch(Input::Open);
         nop_chain(&ram, 0x1000, 1);
-        assert_eq!(sch.request(&start_request(2, 0x1000), Some(&ram)), Response::cc(0));
+        assert_eq!(
+            sch.request(&start_request(2, 0x1000), Some(&ram)),
+            Response::cc(0)
+        );
     }
 
     #[test]

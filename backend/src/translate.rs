@@ -197,7 +197,9 @@ fn check_ccw(addr: u64, ccw: Ccw, ram: &GuestRam) -> Result<ProgramCcw, Translat
         return Err(TranslateError::Unsupported("suspend flag"));
     }
     if flags.contains(CcwFlags::PCI) {
-        return Err(TranslateError::Unsupported("program-controlled interruption"));
+        return Err(TranslateError::Unsupported(
+            "program-controlled interruption",
+        ));
     }
     if ccw.count == 0 && flags.contains(CcwFlags::CD) {
         return Err(TranslateError::Invalid {
@@ -252,7 +254,11 @@ mod tests {
         put_ccw(&ram, 0x1010, 0x02, 0x20, 8, 0x3008);
         put_ccw(&ram, 0x1018, 0x03, 0x00, 0, 0);
         let program = translate(&orb(0x1000), &ram).unwrap();
-        assert_eq!(program.ccws.len(), 3, "the chain ends at the CCW without CC/CD");
+        assert_eq!(
+            program.ccws.len(),
+            3,
+            "the chain ends at the CCW without CC/CD"
+        );
         assert_eq!(program.ccws[1].data(), (0x3000, 8));
         assert_eq!(program.ccws[0].direction, Direction::Out);
         assert_eq!(program.ccws[2].direction, Direction::In);
@@ -271,7 +277,13 @@ mod tests {
     fn cpa_outside_ram_is_refused() {
         let ram = ram(0x10000);
         let err = translate(&orb(0x7fff_fff8), &ram).unwrap_err();
-        assert!(matches!(err, TranslateError::OutOfRange { ccw_addr: 0x7fff_fff8, .. }));
+        assert!(matches!(
+            err,
+            TranslateError::OutOfRange {
+                ccw_addr: 0x7fff_fff8,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -296,7 +308,10 @@ mod tests {
             Err(TranslateError::Unsupported("transfer in channel"))
         );
         put_ccw(&ram, 0x1000, 0x02, 0x04, 8, 0x2000);
-        assert_eq!(translate(&orb(0x1000), &ram).unwrap_err().code(), ProgramErrorCode::Unsupported);
+        assert_eq!(
+            translate(&orb(0x1000), &ram).unwrap_err().code(),
+            ProgramErrorCode::Unsupported
+        );
         let mut transport = orb(0x1000);
         transport.transport_mode = true;
         assert_eq!(
@@ -304,7 +319,13 @@ mod tests {
             Err(TranslateError::Unsupported("transport-mode ORB"))
         );
         put_ccw(&ram, 0x1000, 0x00, 0x00, 8, 0x2000);
-        assert_eq!(translate(&orb(0x1000), &ram).unwrap_err().code(), ProgramErrorCode::Invalid);
-        assert_eq!(translate(&orb(0x1004), &ram).unwrap_err().code(), ProgramErrorCode::Invalid);
+        assert_eq!(
+            translate(&orb(0x1000), &ram).unwrap_err().code(),
+            ProgramErrorCode::Invalid
+        );
+        assert_eq!(
+            translate(&orb(0x1004), &ram).unwrap_err().code(),
+            ProgramErrorCode::Invalid
+        );
     }
 }

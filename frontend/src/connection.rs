@@ -27,6 +27,7 @@ use vm_memory::{
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
+use crate::runner::{Device, DeviceError};
 use crate::sys::memfd;
 use crate::vring::{Buffer, DriverQueue, RingLayout, VringError};
 
@@ -115,7 +116,8 @@ pub struct Connection {
     _files: Vec<File>,
     queues: [DriverQueue; NUM_QUEUES],
     kicks: [EventFd; NUM_QUEUES],
-    calls: [EventFd; NUM_QUEUES],
+    /// The call eventfds, kept open: the epoll set watches them.
+    _calls: [EventFd; NUM_QUEUES],
     epoll: Epoll,
     config: ConfigSpace,
     event_bufs: HashMap<u16, u64>,
@@ -134,12 +136,16 @@ impl std::fmt::Debug for Connection {
 
 fn region(gpa: u64, file: &File, size: u64) -> Result<GuestRegionMmap, ConnectionError> {
     let file = file.try_clone().map_err(io("dup memfd"))?;
-    let size = usize::try_from(size).map_err(|_| ConnectionError::Ram { addr: gpa, len: size })?;
-    GuestRegionMmap::from_range(GuestAddress(gpa), size, Some(FileOffset::new(file, 0)))
-        .map_err(|e| ConnectionError::Io {
+    let size = usize::try_from(size).map_err(|_| ConnectionError::Ram {
+        addr: gpa,
+        len: size,
+    })?;
+    GuestRegionMmap::from_range(GuestAddress(gpa), size, Some(FileOffset::new(file, 0))).map_err(
+        |e| ConnectionError::Io {
             what: "mmap",
             source: std::io::Error::other(e),
-        })
+        },
+    )
 }
 
 impl Connection {
@@ -150,7 +156,10 @@ impl Connection {
     }
 
     /// Set up a device over an already connected frontend.
-    pub fn setup(mut frontend: Frontend, options: &ConnectOptions) -> Result<Self, ConnectionError> {
+    pub fn setup(
+        mut frontend: Frontend,
+        options: &ConnectOptions,
+    ) -> Result<Self, ConnectionError> {
         let ram_file = memfd(c"guest-ram", options.ram_size).map_err(io("memfd (guest RAM)"))?;
         let control_file = memfd(c"ccw-control", CONTROL_SIZE).map_err(io("memfd (control)"))?;
         let mem = GuestMemoryMmap::from_regions(vec![
@@ -197,15 +206,16 @@ impl Connection {
                 mmap_handle: file.as_raw_fd(),
             })
             .collect();
-        frontend.set_mem_table(&regions).map_err(vu("SET_MEM_TABLE"))?;
+        frontend
+            .set_mem_table(&regions)
+            .map_err(vu("SET_MEM_TABLE"))?;
 
-        let control_va = host_addr(
-            mem.find_region(GuestAddress(CONTROL_WINDOW_BASE))
-                .ok_or(ConnectionError::Ram {
-                    addr: CONTROL_WINDOW_BASE,
-                    len: CONTROL_SIZE,
-                })?,
-        );
+        let control_va = host_addr(mem.find_region(GuestAddress(CONTROL_WINDOW_BASE)).ok_or(
+            ConnectionError::Ram {
+                addr: CONTROL_WINDOW_BASE,
+                len: CONTROL_SIZE,
+            },
+        )?);
         let layouts = [
             RingLayout::at(CONTROL_WINDOW_BASE + REQUEST_RING_AT, REQUEST_QUEUE_SIZE),
             RingLayout::at(CONTROL_WINDOW_BASE + EVENT_RING_AT, EVENT_QUEUE_SIZE),
@@ -233,7 +243,9 @@ impl Connection {
                     },
                 )
                 .map_err(vu("SET_VRING_ADDR"))?;
-            frontend.set_vring_base(index, 0).map_err(vu("SET_VRING_BASE"))?;
+            frontend
+                .set_vring_base(index, 0)
+                .map_err(vu("SET_VRING_BASE"))?;
             frontend
                 .set_vring_call(index, &calls[index])
                 .map_err(vu("SET_VRING_CALL"))?;
@@ -254,7 +266,12 @@ impl Connection {
 
         let size = u32::try_from(ConfigSpace::SIZE).unwrap_or(u32::MAX);
         let (_, payload) = frontend
-            .get_config(0, size, VhostUserConfigFlags::empty(), &[0u8; ConfigSpace::SIZE])
+            .get_config(
+                0,
+                size,
+                VhostUserConfigFlags::empty(),
+                &[0u8; ConfigSpace::SIZE],
+            )
             .map_err(vu("GET_CONFIG"))?;
         let config = ConfigSpace::decode(&payload)?;
 
@@ -265,7 +282,7 @@ impl Connection {
             _files: vec![ram_file, control_file],
             queues: [DriverQueue::new(layouts[0]), DriverQueue::new(layouts[1])],
             kicks,
-            calls,
+            _calls: calls,
             epoll,
             config,
             event_bufs: HashMap::new(),
@@ -273,7 +290,9 @@ impl Connection {
             timeout: options.timeout,
         };
         for i in 0..u64::from(EVENT_QUEUE_SIZE) {
-            connection.post_event_buffer(CONTROL_WINDOW_BASE + EVENT_BUFS_AT + i * u64::from(EVENT_BUF_SIZE))?;
+            connection.post_event_buffer(
+                CONTROL_WINDOW_BASE + EVENT_BUFS_AT + i * u64::from(EVENT_BUF_SIZE),
+            )?;
         }
         connection.kick(EVENT_QUEUE)?;
         Ok(connection)
@@ -475,4 +494,40 @@ impl Connection {
 /// address").
 fn host_addr(region: &GuestRegionMmap) -> u64 {
     u64::try_from(region.as_ptr().addr()).unwrap_or(u64::MAX)
+}
+
+impl From<ConnectionError> for DeviceError {
+    fn from(e: ConnectionError) -> Self {
+        match e {
+            ConnectionError::Ram { addr, len } => DeviceError::Ram { addr, len },
+            other => DeviceError::Transport(other.to_string()),
+        }
+    }
+}
+
+/// The script runner drives a real backend through this connection.
+impl Device for Connection {
+    fn config(&self) -> &ConfigSpace {
+        Connection::config(self)
+    }
+
+    fn ram_size(&self) -> u64 {
+        Connection::ram_size(self)
+    }
+
+    fn write_ram(&mut self, addr: u64, bytes: &[u8]) -> Result<(), DeviceError> {
+        Ok(Connection::write_ram(self, addr, bytes)?)
+    }
+
+    fn read_ram(&self, addr: u64, buf: &mut [u8]) -> Result<(), DeviceError> {
+        Ok(Connection::read_ram(self, addr, buf)?)
+    }
+
+    fn request(&mut self, request: &Request) -> Result<Response, DeviceError> {
+        Ok(Connection::request(self, request)?)
+    }
+
+    fn wait_event(&mut self, timeout: Duration) -> Result<Option<Event>, DeviceError> {
+        Ok(Connection::wait_event(self, timeout)?)
+    }
 }

@@ -126,7 +126,9 @@ pub enum ScriptError {
         other_end: u64,
     },
     /// A placement or memory modification does not fit in guest memory.
-    #[error("line {line}: {what} [{start:#x}, {end:#x}) lies outside guest memory of {memory_size:#x} bytes")]
+    #[error(
+        "line {line}: {what} [{start:#x}, {end:#x}) lies outside guest memory of {memory_size:#x} bytes"
+    )]
     OutsideMemory {
         /// Line of the placement.
         line: usize,
@@ -468,8 +470,14 @@ pub(crate) const CSTAT_NAMES: [(&str, SubchannelStatus); 8] = [
     ("program-check", SubchannelStatus::PROGRAM_CHECK),
     ("protection-check", SubchannelStatus::PROTECTION_CHECK),
     ("channel-data-check", SubchannelStatus::CHANNEL_DATA_CHECK),
-    ("channel-control-check", SubchannelStatus::CHANNEL_CONTROL_CHECK),
-    ("interface-control-check", SubchannelStatus::INTERFACE_CONTROL_CHECK),
+    (
+        "channel-control-check",
+        SubchannelStatus::CHANNEL_CONTROL_CHECK,
+    ),
+    (
+        "interface-control-check",
+        SubchannelStatus::INTERFACE_CONTROL_CHECK,
+    ),
     ("chaining-check", SubchannelStatus::CHAINING_CHECK),
 ];
 
@@ -610,7 +618,11 @@ fn parse_hex_bytes(text: &str) -> Result<Vec<u8>, String> {
 
 /// Parses a flag set: `none`, names joined by `+` or `|` (case-insensitive),
 /// or (when `numeric` is set) a number.
-fn parse_flag_set<T>(text: &str, table: &[(&'static str, T)], numeric: Option<fn(u8) -> T>) -> Result<T, String>
+fn parse_flag_set<T>(
+    text: &str,
+    table: &[(&'static str, T)],
+    numeric: Option<fn(u8) -> T>,
+) -> Result<T, String>
 where
     T: Copy + Default + BitOr<Output = T>,
 {
@@ -709,9 +721,8 @@ fn read_quoted(
                     if hex.len() != 2 {
                         return Err(syntax(line, "`\\x` needs two hex digits"));
                     }
-                    u8::from_str_radix(&hex, 16).map_err(|_| {
-                        syntax(line, format!("`\\x{hex}`: not two hex digits"))
-                    })?
+                    u8::from_str_radix(&hex, 16)
+                        .map_err(|_| syntax(line, format!("`\\x{hex}`: not two hex digits")))?
                 }
                 Some(other) => {
                     return Err(syntax(line, format!("unknown escape `\\{other}`")));
@@ -945,8 +956,14 @@ struct RawCcw {
 #[derive(Debug)]
 enum DefKind {
     Buffer(Vec<u8>),
-    Idal { format2: bool, entries: Vec<Operand> },
-    List { format1: bool, ccws: Vec<RawCcw> },
+    Idal {
+        format2: bool,
+        entries: Vec<Operand>,
+    },
+    List {
+        format1: bool,
+        ccws: Vec<RawCcw>,
+    },
 }
 
 #[derive(Debug)]
@@ -1097,7 +1114,9 @@ impl Parser {
             }
             "wait" => {
                 args.words(0, "wait [timeout-ms=N]")?;
-                let timeout_ms = args.number("timeout-ms", u64::MAX)?.unwrap_or(DEFAULT_WAIT_MS);
+                let timeout_ms = args
+                    .number("timeout-ms", u64::MAX)?
+                    .unwrap_or(DEFAULT_WAIT_MS);
                 self.steps.push((line, RawStep::Wait { timeout_ms }));
             }
             "sleep" => {
@@ -1145,14 +1164,15 @@ impl Parser {
         let size = args.size("size")?;
         let size = args.required("size", size)?;
         if let Some((first, _)) = self.memory {
-            return Err(syntax(args.line, format!("memory size is already set on line {first}")));
+            return Err(syntax(
+                args.line,
+                format!("memory size is already set on line {first}"),
+            ));
         }
         if size == 0 || size > MAX_MEMORY_SIZE || size % MEMORY_GRANULE != 0 {
             return Err(value(
                 args.line,
-                format!(
-                    "memory size {size:#x} must be a multiple of 4K between 4K and 1G"
-                ),
+                format!("memory size {size:#x} must be a multiple of 4K between 4K and 1G"),
             ));
         }
         self.memory = Some((args.line, size));
@@ -1207,17 +1227,27 @@ impl Parser {
         let format2 = match args.required("format", format)? {
             1 => false,
             2 => true,
-            other => return Err(value(args.line, format!("format={other}: IDAL format is 1 or 2"))),
+            other => {
+                return Err(value(
+                    args.line,
+                    format!("format={other}: IDAL format is 1 or 2"),
+                ));
+            }
         };
         let entries = args.with("entries", |text| {
-            text.split(',').map(parse_operand).collect::<Result<Vec<_>, _>>()
+            text.split(',')
+                .map(parse_operand)
+                .collect::<Result<Vec<_>, _>>()
         })?;
         let entries = args.required("entries", entries)?;
         let align = if format2 { 8 } else { 4 };
         if addr % align != 0 {
             return Err(value(
                 args.line,
-                format!("a format-{} IDAL must be {align}-byte aligned, {addr:#x} is not", if format2 { 2 } else { 1 }),
+                format!(
+                    "a format-{} IDAL must be {align}-byte aligned, {addr:#x} is not",
+                    if format2 { 2 } else { 1 }
+                ),
             ));
         }
         self.defs.push(Def {
@@ -1236,7 +1266,12 @@ impl Parser {
         let format1 = match args.number("format", u64::MAX)?.unwrap_or(1) {
             0 => false,
             1 => true,
-            other => return Err(value(args.line, format!("format={other}: CCW format is 0 or 1"))),
+            other => {
+                return Err(value(
+                    args.line,
+                    format!("format={other}: CCW format is 0 or 1"),
+                ));
+            }
         };
         if addr % 8 != 0 {
             return Err(value(
@@ -1260,7 +1295,10 @@ impl Parser {
     fn ccw(&mut self, args: &mut Args) -> Result<(), ScriptError> {
         let line = args.line;
         let Some(list) = self.open_list else {
-            return Err(syntax(line, "`ccw` must follow a `ccws` line or another `ccw`"));
+            return Err(syntax(
+                line,
+                "`ccw` must follow a `ccws` line or another `ccw`",
+            ));
         };
         let cmd_text = &args.words(1, CCW_USAGE)?[0];
         let cmd = match COMMANDS
@@ -1289,7 +1327,10 @@ impl Parser {
         let count = args.size("count")?;
         if let Some(count) = count {
             if count > 0xFFFF {
-                return Err(value(line, format!("count={count:#x} is larger than 65535")));
+                return Err(value(
+                    line,
+                    format!("count={count:#x} is larger than 65535"),
+                ));
             }
         }
         let data = args.operand("data")?;
@@ -1308,7 +1349,10 @@ impl Parser {
 }
 
 fn orb_spec(args: &mut Args) -> Result<OrbSpec, ScriptError> {
-    args.words(0, "orb [cpa=ADDR|LIST[+OFF]] [intparm=N] [key=N] [lpm=N] [format=0|1] ...")?;
+    args.words(
+        0,
+        "orb [cpa=ADDR|LIST[+OFF]] [intparm=N] [key=N] [lpm=N] [format=0|1] ...",
+    )?;
     let mut spec = OrbSpec {
         line: args.line,
         ..OrbSpec::default()
@@ -1358,9 +1402,7 @@ fn expect(args: &mut Args) -> Result<Vec<RawExpect>, ScriptError> {
             if let Some(cc) = args.number("cc", 3)? {
                 out.push(RawExpect::Cc(u8::try_from(cc).expect("checked against 3")));
             }
-            let status = args.with("status", |text| {
-                lookup_name(text, &STATUS_NAMES, "status")
-            })?;
+            let status = args.with("status", |text| lookup_name(text, &STATUS_NAMES, "status"))?;
             let error = args.with("error", |text| lookup_name(text, &ERROR_NAMES, "error"))?;
             if status.is_some() || error.is_some() {
                 out.push(RawExpect::Response { status, error });
@@ -1445,7 +1487,9 @@ fn expect(args: &mut Args) -> Result<Vec<RawExpect>, ScriptError> {
         }
         Some(other) => Err(syntax(
             line,
-            format!("unknown expectation `{other}` (known: irb, buffer, schib, or cc=/status=/error=/event=)"),
+            format!(
+                "unknown expectation `{other}` (known: irb, buffer, schib, or cc=/status=/error=/event=)"
+            ),
         )),
     }
 }
@@ -1623,7 +1667,9 @@ impl Resolver {
                         };
                         match symbol.kind {
                             SymbolKind::List { .. } if !tic => {
-                                return Err(wrong("a buffer or an IDAL (only a TIC's data names a CCW list)"));
+                                return Err(wrong(
+                                    "a buffer or an IDAL (only a TIC's data names a CCW list)",
+                                ));
                             }
                             SymbolKind::Buffer | SymbolKind::Idal if tic => {
                                 return Err(wrong("a CCW list or an address (the data of a TIC)"));
@@ -1631,7 +1677,9 @@ impl Resolver {
                             SymbolKind::Buffer if ida => {
                                 return Err(value(
                                     line,
-                                    format!("flags include IDA, so data= must name an IDAL, but `{name}` is a buffer"),
+                                    format!(
+                                        "flags include IDA, so data= must name an IDAL, but `{name}` is a buffer"
+                                    ),
                                 ));
                             }
                             SymbolKind::Idal if !ida => {
@@ -1858,7 +1906,13 @@ impl Parser {
         for def in &self.defs {
             let bytes = resolver.encode(def)?;
             let start = def.addr;
-            let end = check_memory(def.line, || def.what(), start, len64(bytes.len()), memory_size)?;
+            let end = check_memory(
+                def.line,
+                || def.what(),
+                start,
+                len64(bytes.len()),
+                memory_size,
+            )?;
             if let Some(other) = placements.iter().find(|p| {
                 let other_end = p.addr + len64(p.bytes.len());
                 start < other_end && p.addr < end
@@ -1941,7 +1995,13 @@ impl Parser {
                 RawStep::Sleep { ms } => StepKind::Sleep { ms },
                 RawStep::Poke { addr, bytes } => {
                     let addr = resolver.resolve(line, &addr)?.addr;
-                    check_memory(line, || "poke".to_owned(), addr, len64(bytes.len()), memory_size)?;
+                    check_memory(
+                        line,
+                        || "poke".to_owned(),
+                        addr,
+                        len64(bytes.len()),
+                        memory_size,
+                    )?;
                     StepKind::Poke { addr, bytes }
                 }
                 RawStep::Expect(RawExpect::Event(None)) => {
@@ -2024,7 +2084,10 @@ expect schib pim=0x80 devno=0x0190 enabled=1
         assert_eq!(placed[0].0, "buffer `id`");
         assert_eq!((placed[0].1, placed[0].2), (3, 0x2000));
         assert_eq!(placed[0].3, &[0xff; 40][..]);
-        assert_eq!(placed[1], ("buffer `data`", 4, 0x3000, &[0x41, 0x42, 0x01][..]));
+        assert_eq!(
+            placed[1],
+            ("buffer `data`", 4, 0x3000, &[0x41, 0x42, 0x01][..])
+        );
         assert_eq!(
             placed[2],
             (
@@ -2148,7 +2211,12 @@ expect schib pim=0x80 devno=0x0190 enabled=1
             },
         ];
         assert_eq!(script.steps, expected);
-        assert_eq!(orb.encode(), [0xde, 0xad, 0xbe, 0xef, 0x00, 0xc0, 0x40, 0x00, 0, 0, 0x10, 0]);
+        assert_eq!(
+            orb.encode(),
+            [
+                0xde, 0xad, 0xbe, 0xef, 0x00, 0xc0, 0x40, 0x00, 0, 0, 0x10, 0
+            ]
+        );
     }
 
     #[test]
@@ -2277,7 +2345,10 @@ expect schib pim=0x80 devno=0x0190 enabled=1
                 _ => panic!(),
             })
             .collect();
-        assert_eq!(orbs, [(0x100, 0, true), (0x208, 5, false), (0x100, 0, true)]);
+        assert_eq!(
+            orbs,
+            [(0x100, 0, true), (0x208, 5, false), (0x100, 0, true)]
+        );
     }
 
     #[test]
@@ -2373,10 +2444,19 @@ expect schib pim=0x80 devno=0x0190 enabled=1
         );
         assert_eq!(
             parse_number("0190", false),
-            Err("`0190` has a leading zero: write 0x0190 for hex or drop the zero for decimal".to_owned())
+            Err(
+                "`0190` has a leading zero: write 0x0190 for hex or drop the zero for decimal"
+                    .to_owned()
+            )
         );
-        assert_eq!(parse_number("+5", false), Err("`+5` is not a number".to_owned()));
-        assert_eq!(parse_number("0x", false), Err("`0x` is not a number".to_owned()));
+        assert_eq!(
+            parse_number("+5", false),
+            Err("`+5` is not a number".to_owned())
+        );
+        assert_eq!(
+            parse_number("0x", false),
+            Err("`0x` is not a number".to_owned())
+        );
         assert_eq!(
             parse_number("0x10000000000000000", false),
             Err("`0x10000000000000000` does not fit in 64 bits".to_owned())
@@ -2385,9 +2465,18 @@ expect schib pim=0x80 devno=0x0190 enabled=1
             parse_number("0xffffffffffffffffK", true),
             Err("`0xffffffffffffffffK` does not fit in 64 bits".to_owned())
         );
-        assert_eq!(parse_hex_bytes("E4 20:00_28"), Ok(vec![0xe4, 0x20, 0x00, 0x28]));
-        assert_eq!(parse_hex_bytes("0xabc"), Err("odd number of hex digits (3)".to_owned()));
-        assert_eq!(parse_hex_bytes("zz"), Err("`z` is not a hex digit".to_owned()));
+        assert_eq!(
+            parse_hex_bytes("E4 20:00_28"),
+            Ok(vec![0xe4, 0x20, 0x00, 0x28])
+        );
+        assert_eq!(
+            parse_hex_bytes("0xabc"),
+            Err("odd number of hex digits (3)".to_owned())
+        );
+        assert_eq!(
+            parse_hex_bytes("zz"),
+            Err("`z` is not a hex digit".to_owned())
+        );
     }
 
     #[test]
@@ -2406,42 +2495,144 @@ expect schib pim=0x80 devno=0x0190 enabled=1
     #[test]
     fn syntax_errors() {
         let cases: &[(&str, usize, &str)] = &[
-            ("frobnicate x=1", 1, "line 1: unknown directive `frobnicate`"),
-            ("\n\nbuffer b at=0x100 len=4 size=3", 3, "line 3: unknown key `size=` for `buffer` (known: at, len, fill, hex, text)"),
-            ("buffer b at=0x100 len=4 len=5", 1, "line 1: `len=` is given twice"),
-            ("buffer b at=0x100 text=\"abc", 1, "line 1: unterminated quoted string"),
-            ("buffer b at=0x100 text=\"\\q\"", 1, "line 1: unknown escape `\\q`"),
-            ("buffer b at=0x100 text=\"\\x4\"", 1, "line 1: `\\x4\"`: not two hex digits"),
-            ("buffer \"b\" at=0x100", 1, "line 1: a quoted string must be a value: KEY=\"...\""),
+            (
+                "frobnicate x=1",
+                1,
+                "line 1: unknown directive `frobnicate`",
+            ),
+            (
+                "\n\nbuffer b at=0x100 len=4 size=3",
+                3,
+                "line 3: unknown key `size=` for `buffer` (known: at, len, fill, hex, text)",
+            ),
+            (
+                "buffer b at=0x100 len=4 len=5",
+                1,
+                "line 1: `len=` is given twice",
+            ),
+            (
+                "buffer b at=0x100 text=\"abc",
+                1,
+                "line 1: unterminated quoted string",
+            ),
+            (
+                "buffer b at=0x100 text=\"\\q\"",
+                1,
+                "line 1: unknown escape `\\q`",
+            ),
+            (
+                "buffer b at=0x100 text=\"\\x4\"",
+                1,
+                "line 1: `\\x4\"`: not two hex digits",
+            ),
+            (
+                "buffer \"b\" at=0x100",
+                1,
+                "line 1: a quoted string must be a value: KEY=\"...\"",
+            ),
             ("buffer b at= len=3", 1, "line 1: `at=` has no value"),
             ("buffer b =3", 1, "line 1: `=` without a key before it"),
-            ("at=3", 1, "line 1: a line starts with a directive, not `at=`"),
-            ("buffer at=0x100 len=3", 1, "line 1: usage: buffer NAME at=ADDR (len=N [fill=BYTE] | hex=HEX | text=\"...\")"),
-            ("buffer b at=0x100", 1, "line 1: usage: buffer NAME at=ADDR (len=N [fill=BYTE] | hex=HEX | text=\"...\")"),
+            (
+                "at=3",
+                1,
+                "line 1: a line starts with a directive, not `at=`",
+            ),
+            (
+                "buffer at=0x100 len=3",
+                1,
+                "line 1: usage: buffer NAME at=ADDR (len=N [fill=BYTE] | hex=HEX | text=\"...\")",
+            ),
+            (
+                "buffer b at=0x100",
+                1,
+                "line 1: usage: buffer NAME at=ADDR (len=N [fill=BYTE] | hex=HEX | text=\"...\")",
+            ),
             ("buffer b len=3", 1, "line 1: `buffer` needs at="),
-            ("buffer 9b at=0x100 len=3", 1, "line 1: `9b` is not a valid name (a letter or `_`, then letters, digits, `_`, `-`, `.`)"),
-            ("buffer b at=0x100 hex=00 text=\"a\"", 1, "line 1: give only one of hex= and text="),
-            ("ccw nop", 1, "line 1: `ccw` must follow a `ccws` line or another `ccw`"),
-            ("ccws c at=0x100\nbuffer b at=0x200 len=1\nccw nop", 3, "line 3: `ccw` must follow a `ccws` line or another `ccw`"),
-            ("ccws c at=0x100\nccw", 2, "line 2: usage: ccw CMD [flags=F1|F2...] [count=N] [data=ADDR|NAME[+OFF]]"),
-            ("ccws c at=0x100", 1, "line 1: CCW list `c` has no `ccw` lines"),
-            ("memory size=1M\nmemory size=2M", 2, "line 2: memory size is already set on line 1"),
+            (
+                "buffer 9b at=0x100 len=3",
+                1,
+                "line 1: `9b` is not a valid name (a letter or `_`, then letters, digits, `_`, `-`, `.`)",
+            ),
+            (
+                "buffer b at=0x100 hex=00 text=\"a\"",
+                1,
+                "line 1: give only one of hex= and text=",
+            ),
+            (
+                "ccw nop",
+                1,
+                "line 1: `ccw` must follow a `ccws` line or another `ccw`",
+            ),
+            (
+                "ccws c at=0x100\nbuffer b at=0x200 len=1\nccw nop",
+                3,
+                "line 3: `ccw` must follow a `ccws` line or another `ccw`",
+            ),
+            (
+                "ccws c at=0x100\nccw",
+                2,
+                "line 2: usage: ccw CMD [flags=F1|F2...] [count=N] [data=ADDR|NAME[+OFF]]",
+            ),
+            (
+                "ccws c at=0x100",
+                1,
+                "line 1: CCW list `c` has no `ccw` lines",
+            ),
+            (
+                "memory size=1M\nmemory size=2M",
+                2,
+                "line 2: memory size is already set on line 1",
+            ),
             ("store now", 1, "line 1: usage: store"),
             ("sleep", 1, "line 1: `sleep` needs ms="),
             ("poke 0x100", 1, "line 1: `poke` needs hex= or text="),
-            ("expect", 1, "line 1: usage: expect cc=N | status=S [error=E] | event=E | irb ... | buffer NAME ... | schib ..."),
-            ("expect sense", 1, "line 1: unknown expectation `sense` (known: irb, buffer, schib, or cc=/status=/error=/event=)"),
-            ("expect buffer b", 1, "line 1: usage: expect buffer NAME (hex=HEX | text=\"...\" | fill=BYTE)"),
-            ("expect irb dstat=0x0c foo=1", 1, "line 1: unknown key `foo=` for `expect` (known: tag, fc, ac, sc, dstat, cstat, count, cc, sense, cpa)"),
-            ("ccws c at=0x100\nccw nop\nstart\nexpect event=none", 4, "line 4: `expect event=none` must directly follow a `wait`"),
-            ("memory size=1M\nstart", 2, "line 2: nothing to start: define a `ccws` list or give `orb cpa=`"),
-            ("memory size=1M", 0, "line 0: nothing to start: define a `ccws` list or give `orb cpa=`"),
+            (
+                "expect",
+                1,
+                "line 1: usage: expect cc=N | status=S [error=E] | event=E | irb ... | buffer NAME ... | schib ...",
+            ),
+            (
+                "expect sense",
+                1,
+                "line 1: unknown expectation `sense` (known: irb, buffer, schib, or cc=/status=/error=/event=)",
+            ),
+            (
+                "expect buffer b",
+                1,
+                "line 1: usage: expect buffer NAME (hex=HEX | text=\"...\" | fill=BYTE)",
+            ),
+            (
+                "expect irb dstat=0x0c foo=1",
+                1,
+                "line 1: unknown key `foo=` for `expect` (known: tag, fc, ac, sc, dstat, cstat, count, cc, sense, cpa)",
+            ),
+            (
+                "ccws c at=0x100\nccw nop\nstart\nexpect event=none",
+                4,
+                "line 4: `expect event=none` must directly follow a `wait`",
+            ),
+            (
+                "memory size=1M\nstart",
+                2,
+                "line 2: nothing to start: define a `ccws` list or give `orb cpa=`",
+            ),
+            (
+                "memory size=1M",
+                0,
+                "line 0: nothing to start: define a `ccws` list or give `orb cpa=`",
+            ),
         ];
         for &(text, line, message) in cases {
             let (got_line, got) = err_at(text);
             assert_eq!(got, message, "{text:?}");
             assert_eq!(got_line, line, "{text:?}");
-            assert!(matches!(err(text), ScriptError::Syntax { .. } | ScriptError::Value { .. }), "{text:?}");
+            assert!(
+                matches!(
+                    err(text),
+                    ScriptError::Syntax { .. } | ScriptError::Value { .. }
+                ),
+                "{text:?}"
+            );
         }
     }
 
@@ -2488,7 +2679,7 @@ expect schib pim=0x80 devno=0x0190 enabled=1
             (format!("{list}ccw nop\nexpect irb dstat=0x100"), 3, "line 3: dstat=: `0x100` does not fit in a byte"),
             (format!("{list}ccw nop\nexpect irb sense={}", "00".repeat(33)), 3, "line 3: sense=: 33 bytes; the ECW has 32"),
             (format!("{list}ccw nop\nexpect irb cpa=0x100000000"), 3, "line 3: cpa=0x100000000 does not fit in 32 bits"),
-            ("buffer b at=0x100 len=2\nexpect buffer b hex=010203".into(), 2, "line 2: 3 expected bytes, but buffer `b` has only 2"),
+            (format!("{list}ccw nop\nbuffer b at=0x1000 len=2\nexpect buffer b hex=010203"), 4, "line 4: 3 expected bytes, but buffer `b` has only 2"),
             (format!("{list}ccw nop\npoke c+9 hex=00"), 3, "line 3: offset 0x9 is beyond the end of CCW list `c` (0x8 bytes)"),
             (format!("{list}ccw nop\nexpect schib devno=0x10000"), 3, "line 3: devno=: 0x10000 is larger than 0xffff"),
         ];
@@ -2523,13 +2714,41 @@ expect schib pim=0x80 devno=0x0190 enabled=1
         assert_eq!(e.to_string(), "line 2: `nowhere` is not defined");
 
         for (text, line, message) in [
-            ("ccws c at=0x100\nccw nop\norb cpa=d\nbuffer d at=0x200 len=4", 3, "line 3: `d` is a buffer, expected a CCW list"),
-            ("ccws c at=0x100\nccw read data=c", 2, "line 2: `c` is a CCW list, expected a buffer or an IDAL (only a TIC's data names a CCW list)"),
-            ("buffer b at=0x200 len=4\nccws c at=0x100\nccw tic data=b", 3, "line 3: `b` is a buffer, expected a CCW list or an address (the data of a TIC)"),
-            ("ccws c at=0x100\nccw nop\nidal i at=0x200 format=1 entries=c", 3, "line 3: `c` is a CCW list, expected a buffer"),
-            ("ccws c at=0x100\nccw nop\nexpect buffer c fill=0", 3, "line 3: `c` is a CCW list, expected a buffer"),
-            ("ccws c at=0x100\nccw nop\nexpect buffer z fill=0", 3, "line 3: `z` is not defined"),
-            ("ccws c at=0x100\nccw nop\nexpect irb cpa=z+8", 3, "line 3: `z` is not defined"),
+            (
+                "ccws c at=0x100\nccw nop\norb cpa=d\nbuffer d at=0x200 len=4",
+                3,
+                "line 3: `d` is a buffer, expected a CCW list",
+            ),
+            (
+                "ccws c at=0x100\nccw read data=c",
+                2,
+                "line 2: `c` is a CCW list, expected a buffer or an IDAL (only a TIC's data names a CCW list)",
+            ),
+            (
+                "buffer b at=0x200 len=4\nccws c at=0x100\nccw tic data=b",
+                3,
+                "line 3: `b` is a buffer, expected a CCW list or an address (the data of a TIC)",
+            ),
+            (
+                "ccws c at=0x100\nccw nop\nidal i at=0x200 format=1 entries=c",
+                3,
+                "line 3: `c` is a CCW list, expected a buffer",
+            ),
+            (
+                "ccws c at=0x100\nccw nop\nexpect buffer c fill=0",
+                3,
+                "line 3: `c` is a CCW list, expected a buffer",
+            ),
+            (
+                "ccws c at=0x100\nccw nop\nexpect buffer z fill=0",
+                3,
+                "line 3: `z` is not defined",
+            ),
+            (
+                "ccws c at=0x100\nccw nop\nexpect irb cpa=z+8",
+                3,
+                "line 3: `z` is not defined",
+            ),
         ] {
             let e = err(text);
             assert_eq!(e.to_string(), message, "{text:?}");
@@ -2567,10 +2786,16 @@ expect schib pim=0x80 devno=0x0190 enabled=1
         );
         let e = err("buffer b at=0xffffffffffffffff len=2");
         assert_eq!(e.line(), 1);
-        assert!(matches!(e, ScriptError::OutsideMemory { end: u64::MAX, .. }));
+        assert!(matches!(
+            e,
+            ScriptError::OutsideMemory { end: u64::MAX, .. }
+        ));
         // Addresses inside CCWs and the ORB are not checked against memory.
         let script = Script::parse("memory size=64K\nccws c at=0x100\nccw read count=4 data=0x7ffff000\norb cpa=0x7ffff000\nstart").unwrap();
-        assert_eq!(script.placements[0].bytes, [0x02, 0, 0, 4, 0x7f, 0xff, 0xf0, 0]);
+        assert_eq!(
+            script.placements[0].bytes,
+            [0x02, 0, 0, 4, 0x7f, 0xff, 0xf0, 0]
+        );
     }
 
     #[test]

@@ -112,7 +112,11 @@ impl DriverQueue {
         }
         let ids: Vec<u16> = (0..chain.len()).filter_map(|_| self.free.pop()).collect();
         for (i, (buffer, id)) in chain.iter().zip(&ids).enumerate() {
-            let mut flags = if buffer.writable { VIRTQ_DESC_F_WRITE } else { 0 };
+            let mut flags = if buffer.writable {
+                VIRTQ_DESC_F_WRITE
+            } else {
+                0
+            };
             let next = ids.get(i + 1).copied().unwrap_or(0);
             if i + 1 < ids.len() {
                 flags |= VIRTQ_DESC_F_NEXT;
@@ -126,11 +130,18 @@ impl DriverQueue {
         let head = ids[0];
         self.in_flight[usize::from(head)] = u16::try_from(ids.len()).unwrap_or(u16::MAX);
         let slot = self.avail_idx % self.layout.size;
-        mem.write_obj(head.to_le(), GuestAddress(self.layout.avail + 4 + 2 * u64::from(slot)))?;
+        mem.write_obj(
+            head.to_le(),
+            GuestAddress(self.layout.avail + 4 + 2 * u64::from(slot)),
+        )?;
         // The descriptors and the ring entry must be visible before the index.
         fence(Ordering::SeqCst);
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        mem.store(self.avail_idx.to_le(), GuestAddress(self.layout.avail + 2), Ordering::Release)?;
+        mem.store(
+            self.avail_idx.to_le(),
+            GuestAddress(self.layout.avail + 2),
+            Ordering::Release,
+        )?;
         fence(Ordering::SeqCst);
         Ok(head)
     }
@@ -146,15 +157,24 @@ impl DriverQueue {
     /// Ask the device for used-buffer notifications, or tell it not to
     /// bother (VIRTQ_AVAIL_F_NO_INTERRUPT) while the driver polls anyway.
     pub fn set_interrupts(&self, mem: &GuestMemoryMmap, enabled: bool) -> Result<(), VringError> {
-        let flags: u16 = if enabled { 0 } else { VIRTQ_AVAIL_F_NO_INTERRUPT };
-        mem.store(flags.to_le(), GuestAddress(self.layout.avail), Ordering::Release)?;
+        let flags: u16 = if enabled {
+            0
+        } else {
+            VIRTQ_AVAIL_F_NO_INTERRUPT
+        };
+        mem.store(
+            flags.to_le(),
+            GuestAddress(self.layout.avail),
+            Ordering::Release,
+        )?;
         fence(Ordering::SeqCst);
         Ok(())
     }
 
     /// Take the next completion: (head, bytes written by the device).
     pub fn pop_used(&mut self, mem: &GuestMemoryMmap) -> Result<Option<(u16, u32)>, VringError> {
-        let used_idx = u16::from_le(mem.load(GuestAddress(self.layout.used + 2), Ordering::Acquire)?);
+        let used_idx =
+            u16::from_le(mem.load(GuestAddress(self.layout.used + 2), Ordering::Acquire)?);
         if used_idx == self.last_used {
             return Ok(None);
         }

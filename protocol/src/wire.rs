@@ -44,8 +44,10 @@ pub const VIRTIO_CCW_F_PROTOCOL_V1: u64 = 1 << 0;
 pub const VIRTIO_CCW_F_CRW: u64 = 1 << 1;
 
 /// Device features a v1 backend offers.
-pub const DEVICE_FEATURES: u64 =
-    VIRTIO_F_VERSION_1 | VHOST_USER_F_PROTOCOL_FEATURES | VIRTIO_CCW_F_PROTOCOL_V1 | VIRTIO_CCW_F_CRW;
+pub const DEVICE_FEATURES: u64 = VIRTIO_F_VERSION_1
+    | VHOST_USER_F_PROTOCOL_FEATURES
+    | VIRTIO_CCW_F_PROTOCOL_V1
+    | VIRTIO_CCW_F_CRW;
 
 /// vhost-user protocol features (bit numbers of the vhost-user spec) a v1
 /// backend offers: REPLY_ACK (3), CONFIG (9), RESET_DEVICE (13),
@@ -433,7 +435,9 @@ impl Event {
                 tag,
                 irb: Irb::decode(&bytes[16..])?,
             }),
-            Self::TYPE_CRW => Ok(Event::ChannelReport(Crw::decode(&bytes[16..16 + Crw::SIZE])?)),
+            Self::TYPE_CRW => Ok(Event::ChannelReport(Crw::decode(
+                &bytes[16..16 + Crw::SIZE],
+            )?)),
             Self::TYPE_DEVICE_GONE => Ok(Event::DeviceGone),
             code => Err(WireError::UnknownCode {
                 what: "event type",
@@ -537,8 +541,10 @@ mod tests {
 
     #[test]
     fn start_request_layout() {
-        let mut scsw = Scsw::default();
-        scsw.function_control = FunctionControl::START;
+        let scsw = Scsw {
+            function_control: FunctionControl::START,
+            ..Scsw::default()
+        };
         let req = Request::start(7, sample_orb(), scsw);
         let bytes = req.encode();
         assert_eq!(bytes.len(), 40);
@@ -608,7 +614,8 @@ mod tests {
     fn event_round_trip() {
         let mut irb = Irb::default();
         irb.scsw.function_control = FunctionControl::START;
-        irb.scsw.status_control = StatusControl::PRIMARY | StatusControl::SECONDARY | StatusControl::STATUS_PENDING;
+        irb.scsw.status_control =
+            StatusControl::PRIMARY | StatusControl::SECONDARY | StatusControl::STATUS_PENDING;
         irb.scsw.device_status = DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END;
         irb.scsw.cpa = 0x1008;
         let ev = Event::Interrupt { tag: 42, irb };
@@ -617,7 +624,10 @@ mod tests {
         assert_eq!(&bytes[0..4], &[1, 0, 0, 0]);
         assert_eq!(bytes[16 + 8], 0x0c, "device status byte of the SCSW");
         assert_eq!(Event::decode(&bytes).unwrap(), ev);
-        assert_eq!(Event::decode(&Event::DeviceGone.encode()).unwrap(), Event::DeviceGone);
+        assert_eq!(
+            Event::decode(&Event::DeviceGone.encode()).unwrap(),
+            Event::DeviceGone
+        );
         let crw = Crw::decode(&[0x03, 0x83, 0x00, 0x05]).unwrap();
         let ev = Event::ChannelReport(crw);
         assert_eq!(Event::decode(&ev.encode()).unwrap(), ev);

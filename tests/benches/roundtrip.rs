@@ -91,9 +91,18 @@ impl PingPong {
         let (stream, _) = listener.accept().expect("accept");
         let a = EventFd::new(0).expect("eventfd");
         let b = EventFd::new(0).expect("eventfd");
-        stream.send_with_fd(&[0u8][..], a.as_raw_fd()).expect("send a");
-        stream.send_with_fd(&[0u8][..], b.as_raw_fd()).expect("send b");
-        Self { a, b, child, _dir: dir }
+        stream
+            .send_with_fd(&[0u8][..], a.as_raw_fd())
+            .expect("send a");
+        stream
+            .send_with_fd(&[0u8][..], b.as_raw_fd())
+            .expect("send b");
+        Self {
+            a,
+            b,
+            child,
+            _dir: dir,
+        }
     }
 
     fn once(&mut self) -> Duration {
@@ -183,10 +192,22 @@ fn main() {
     let p99 = ratio(rt.p99, base.p99);
     println!("| measurement | p50 | p99 | mean |");
     println!("|---|---|---|---|");
-    println!("| eventfd ping-pong, two processes | {:?} | {:?} | {:?} |", base.p50, base.p99, base.mean);
-    println!("| START -> final interrupt over the socket | {:?} | {:?} | {:?} |", rt.p50, rt.p99, rt.mean);
+    println!(
+        "| eventfd ping-pong, two processes | {:?} | {:?} | {:?} |",
+        base.p50, base.p99, base.mean
+    );
+    println!(
+        "| START -> final interrupt over the socket | {:?} | {:?} | {:?} |",
+        rt.p50, rt.p99, rt.mean
+    );
     println!();
-    println!("ratio p50 {p50:.2}x (goal <= 1.5x: {})", if p50 <= 1.5 { "met" } else { "NOT met" });
-    println!("ratio p99 {p99:.2}x (goal <= 3x: {})", if p99 <= 3.0 { "met" } else { "NOT met" });
+    println!(
+        "ratio p50 {p50:.2}x (goal <= 1.5x: {})",
+        if p50 <= 1.5 { "met" } else { "NOT met" }
+    );
+    println!(
+        "ratio p99 {p99:.2}x (goal <= 3x: {})",
+        if p99 <= 3.0 { "met" } else { "NOT met" }
+    );
     let _ = std::io::stdout().flush();
 }

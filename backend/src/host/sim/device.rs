@@ -30,9 +30,7 @@ impl DeviceResponse {
     /// Unit check: the command failed; sense data says why.
     pub fn unit_check() -> Self {
         Self {
-            status: DeviceStatus::CHANNEL_END
-                | DeviceStatus::DEVICE_END
-                | DeviceStatus::UNIT_CHECK,
+            status: DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END | DeviceStatus::UNIT_CHECK,
             length: 0,
         }
     }
@@ -188,7 +186,10 @@ mod tests {
         assert_eq!(resp, DeviceResponse::done(6));
         let resp = dev.execute(CMD_WRITE, &mut [7, 8, 9, 10]);
         assert_eq!(resp.length, 2, "only two bytes fit");
-        assert_eq!(dev.execute(CMD_SEEK, &mut [0, 0, 0, 4]), DeviceResponse::done(4));
+        assert_eq!(
+            dev.execute(CMD_SEEK, &mut [0, 0, 0, 4]),
+            DeviceResponse::done(4)
+        );
         let mut buf = [0u8; 8];
         assert_eq!(dev.execute(CMD_READ, &mut buf).length, 4);
         assert_eq!(&buf[..4], &[5, 6, 7, 8]);
@@ -204,6 +205,10 @@ mod tests {
         assert_eq!(sense[0], Sense::COMMAND_REJECT);
         dev.execute(CMD_SENSE, &mut sense);
         assert_eq!(sense[0], 0, "sense is reset once read");
-        assert!(dev.execute(CMD_SEEK, &mut [0, 0, 0, 9]).status.contains(DeviceStatus::UNIT_CHECK));
+        assert!(
+            dev.execute(CMD_SEEK, &mut [0, 0, 0, 9])
+                .status
+                .contains(DeviceStatus::UNIT_CHECK)
+        );
     }
 }

@@ -135,7 +135,9 @@ impl SimSubchannel {
     }
 
     fn status_pending(&self) -> bool {
-        self.scsw.status_control.contains(StatusControl::STATUS_PENDING)
+        self.scsw
+            .status_control
+            .contains(StatusControl::STATUS_PENDING)
     }
 
     /// Record the interruption condition in the SCSW and hand out the IRB,
@@ -191,13 +193,20 @@ impl SimSubchannel {
                 return;
             };
             if running.next == 0 {
-                self.scsw.activity_control = ActivityControl::SUBCHANNEL_ACTIVE | ActivityControl::DEVICE_ACTIVE;
+                self.scsw.activity_control =
+                    ActivityControl::SUBCHANNEL_ACTIVE | ActivityControl::DEVICE_ACTIVE;
                 self.pmcw.lpum = PATH;
             }
             let program = Arc::clone(&running.program);
             let ram = running.ram.clone();
             let first = running.next;
-            let step = execute_step(&program, &ram, first, self.device.as_mut(), &mut self.buffer);
+            let step = execute_step(
+                &program,
+                &ram,
+                first,
+                self.device.as_mut(),
+                &mut self.buffer,
+            );
             self.scsw.cpa = next_cpa(&program, step.ended_at);
             self.scsw.count = step.residual;
             self.scsw.device_status = step.status;
@@ -222,7 +231,7 @@ impl SimSubchannel {
                         || step.status.contains(DeviceStatus::UNIT_CHECK)
                         || step.status.contains(DeviceStatus::UNIT_EXCEPTION)
                     {
-                        self.scsw.status_control = self.scsw.status_control | StatusControl::ALERT;
+                        self.scsw.status_control |= StatusControl::ALERT;
                     }
                     self.interrupt(irbs);
                     return;
@@ -436,11 +445,13 @@ impl HostSubchannel for SimSubchannel {
         if self.status_pending() && !self.scsw.is_intermediate_only() {
             return HostCc::StatusPending;
         }
-        if self.scsw.function_control.contains(FunctionControl::HALT) || self.scsw.function_control.contains(FunctionControl::CLEAR) {
+        if self.scsw.function_control.contains(FunctionControl::HALT)
+            || self.scsw.function_control.contains(FunctionControl::CLEAR)
+        {
             return HostCc::Busy;
         }
-        self.scsw.function_control = self.scsw.function_control | FunctionControl::HALT;
-        self.scsw.activity_control = self.scsw.activity_control | ActivityControl::HALT_PENDING;
+        self.scsw.function_control |= FunctionControl::HALT;
+        self.scsw.activity_control |= ActivityControl::HALT_PENDING;
         HostCc::Accepted
     }
 
@@ -497,9 +508,17 @@ impl HostSubchannel for SimSubchannel {
                 }
             }
         }
-        if self.scsw.activity_control.contains(ActivityControl::CLEAR_PENDING) {
+        if self
+            .scsw
+            .activity_control
+            .contains(ActivityControl::CLEAR_PENDING)
+        {
             self.do_clear(irbs);
-        } else if self.scsw.activity_control.contains(ActivityControl::HALT_PENDING) {
+        } else if self
+            .scsw
+            .activity_control
+            .contains(ActivityControl::HALT_PENDING)
+        {
             self.do_halt(irbs);
         } else {
             self.run(irbs);
@@ -577,8 +596,15 @@ mod tests {
             scsw.status_control,
             StatusControl::PRIMARY | StatusControl::SECONDARY | StatusControl::STATUS_PENDING
         );
-        assert_eq!(scsw.device_status, DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END);
-        assert_eq!(scsw.subchannel_status, SubchannelStatus::empty(), "SLI suppresses IL");
+        assert_eq!(
+            scsw.device_status,
+            DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END
+        );
+        assert_eq!(
+            scsw.subchannel_status,
+            SubchannelStatus::empty(),
+            "SLI suppresses IL"
+        );
         assert_eq!(scsw.cpa, 0x1008);
         assert_eq!(scsw.count, 28, "40 - 12 bytes of SENSE ID data");
         let mut data = [0u8; 4];
@@ -648,7 +674,10 @@ mod tests {
         assert_eq!(sim.halt(), HostCc::Busy, "halt already in progress");
         let irbs = run_to_end(&mut sim);
         let scsw = irbs[0].scsw;
-        assert_eq!(scsw.function_control, FunctionControl::START | FunctionControl::HALT);
+        assert_eq!(
+            scsw.function_control,
+            FunctionControl::START | FunctionControl::HALT
+        );
         assert_eq!(scsw.status_control, StatusControl::STATUS_PENDING);
         assert_eq!(scsw.device_status, DeviceStatus::DEVICE_END);
         assert_eq!(scsw.cpa, 0x1008, "after the one executed CCW");

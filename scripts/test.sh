@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Sets up a fresh machine and runs every test of vhost-user-ccw: unit tests,
+# the integration tests that drive the real backend binary over its socket,
+# and a build of the benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+# The integration tests run the binaries from the target directory.
+cargo build --workspace --bins
+cargo test --workspace
+cargo bench --workspace --no-run
