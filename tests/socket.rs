@@ -446,3 +446,38 @@ fn socket_activation_with_listen_fds() {
 fn inherited_listening_fd() {
     activated_sessions(&["--fd", "3"]);
 }
+
+#[test]
+fn reset_device_quiesces_the_subchannel_and_features_reopen_it() {
+    let backend = Backend::start("sim,latency-us=50000");
+    let mut conn = backend.connect();
+    for i in 0..100u64 {
+        put_ccw(&conn, 0x1000 + 8 * i, 0x03, CcwFlags::CC, 0, 0);
+    }
+    assert_eq!(conn.request(&start(1, 0x1000)).unwrap().cc, 0);
+    conn.reset_device().unwrap();
+    // Reopen on the same connection: features, then the rings again.
+    let features = conn.frontend().get_features().unwrap();
+    conn.frontend()
+        .set_features(features & DEVICE_FEATURES)
+        .unwrap();
+    for queue in 0..2 {
+        conn.frontend().set_vring_enable(queue, true).unwrap();
+    }
+    let store = conn.request(&Request::new(RequestType::Store, 2)).unwrap();
+    assert_eq!(store.cc, 0);
+    assert!(store.schib.pmcw.enabled, "enabled again by SET_FEATURES");
+    assert!(
+        store.schib.scsw.function_control.is_empty(),
+        "the START was quiesced"
+    );
+    assert!(
+        conn.wait_event(Duration::from_millis(300))
+            .unwrap()
+            .is_none(),
+        "the quiesced program's interruption is never delivered"
+    );
+    put_ccw(&conn, 0x1000, 0x03, CcwFlags::empty(), 0, 0);
+    assert_eq!(conn.request(&start(3, 0x1000)).unwrap().cc, 0);
+    assert_eq!(interrupt(&mut conn).0, 3);
+}

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use log::{info, warn};
 use thiserror::Error;
-use vhost::vhost_user::Listener;
+use vhost::vhost_user::{Error as VhostUserError, Listener};
 use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
@@ -127,7 +127,10 @@ pub fn serve_connection(
         .map_err(|e| Error::Daemon(e.to_string()))?;
     info!("frontend connected");
     match daemon.wait() {
-        Ok(()) => info!("frontend disconnected"),
+        Ok(())
+        | Err(vhost_user_backend::Error::HandleRequest(
+            VhostUserError::Disconnected | VhostUserError::PartialMessage,
+        )) => info!("frontend disconnected"),
         Err(e) => warn!("session ended: {e}"),
     }
     // The old event loop must not see the host notifier any more: the next

@@ -1835,6 +1835,50 @@ expect event=none
     }
 
     #[test]
+    fn documented_report() {
+        let script = Script::parse(crate::script::documented_blocks("script")[0]).unwrap();
+        let mut device = FakeDevice::new(1 << 20);
+        device.on_start.push((
+            0x2000,
+            vec![
+                0xff, 0x39, 0x90, 0xe9, 0x33, 0x90, 0x0c, 0x00, 0x41, 0xfa, 0x00, 0x80,
+            ],
+        ));
+        device.responses.push_back(Response::cc(0));
+        let mut store = Response::cc(0);
+        let pmcw = &mut store.schib.pmcw;
+        pmcw.intparm = 0x1234_5678;
+        pmcw.isc = 3;
+        pmcw.enabled = true;
+        pmcw.device_number_valid = true;
+        pmcw.devno = 0x0190;
+        pmcw.lpm = 0x80;
+        pmcw.lpum = 0x80;
+        pmcw.pim = 0x80;
+        pmcw.pom = 0xff;
+        pmcw.pam = 0x80;
+        pmcw.chpid[0] = 0x42;
+        pmcw.concurrent_sense = true;
+        device.responses.push_back(store);
+        let mut irb = final_irb(0x1108, 0);
+        irb.scsw.prefetch = true;
+        device
+            .events
+            .push_back(Some(Event::Interrupt { tag: 1, irb }));
+        let report = run(&script, &mut device).unwrap();
+        assert!(report.ok(), "{:?}", report.expectations);
+        let documented: serde_json::Value =
+            serde_json::from_str(crate::script::documented_blocks("json")[0])
+                .unwrap_or_else(|e| panic!("{e}; actual:\n{}", report.to_json_string()));
+        assert_eq!(
+            report.to_json(),
+            documented,
+            "actual:\n{}",
+            report.to_json_string()
+        );
+    }
+
+    #[test]
     fn device_errors_abort_the_run() {
         let script =
             Script::parse("buffer b at=0x2000 len=16\nccws c at=0x200\nccw nop\n").unwrap();

@@ -2036,9 +2036,73 @@ impl Parser {
     }
 }
 
+/// The fenced code blocks of `docs/program-format.md` with this info string
+/// (`script`, `json`), for tests that keep the documentation honest.
+#[cfg(test)]
+pub(crate) fn documented_blocks(info: &str) -> Vec<&'static str> {
+    const DOC: &str = include_str!("../../docs/program-format.md");
+    let fence = format!("```{info}\n");
+    let mut blocks = Vec::new();
+    let mut rest = DOC;
+    while let Some(start) = rest.find(&fence) {
+        let body = &rest[start + fence.len()..];
+        let end = body.find("```").expect("closed code block");
+        blocks.push(&body[..end]);
+        rest = &body[end + 3..];
+    }
+    blocks
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documented_scripts_parse() {
+        let blocks = documented_blocks("script");
+        assert_eq!(blocks.len(), 5);
+        for block in blocks {
+            match Script::parse(block) {
+                Ok(_) => {}
+                // Fragments without a channel program.
+                Err(e) if e.line() == 0 => {
+                    assert!(!block.contains("ccws"), "{e}");
+                }
+                Err(e) => panic!("{e}\n{block}"),
+            }
+        }
+    }
+
+    #[test]
+    fn documented_example_is_what_the_doc_says() {
+        let script = Script::parse(documented_blocks("script")[0]).unwrap();
+        assert_eq!(script.memory_size, 1 << 20);
+        let placed: Vec<(&str, u64, &[u8])> = script
+            .placements
+            .iter()
+            .map(|p| (p.what.as_str(), p.addr, p.bytes.as_slice()))
+            .collect();
+        assert_eq!(
+            placed,
+            [
+                ("buffer `id`", 0x2000, &[0xff; 40][..]),
+                (
+                    "ccws `main`",
+                    0x1000,
+                    &[
+                        0xE4, 0x60, 0x00, 0x28, 0x00, 0x00, 0x20, 0x00, // sense-id CC|SLI
+                        0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x11, 0x00, // tic to tail
+                    ][..]
+                ),
+                (
+                    "ccws `tail`",
+                    0x1100,
+                    &[0x03, 0x20, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00][..]
+                ),
+            ]
+        );
+        assert_eq!(script.steps.len(), 9);
+    }
 
     fn err(text: &str) -> ScriptError {
         Script::parse(text).expect_err("script should not parse")

@@ -1,0 +1,87 @@
+//! The frontend tool as a user runs it: a script file in, a JSON report out,
+//! against the real backend binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use vhost_user_ccw_tests::{Backend, binary};
+
+fn frontend(socket: &Path, script: &Path) -> Output {
+    Command::new(binary("vhost-user-ccw-frontend"))
+        .arg("--socket-path")
+        .arg(socket)
+        .arg(script)
+        .output()
+        .expect("run vhost-user-ccw-frontend")
+}
+
+fn repo_file(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+#[test]
+fn demo_script_reports_the_identity_and_the_data_read_back() {
+    let backend = Backend::start("sim");
+    let out = frontend(backend.socket(), &repo_file("examples/demo.ccw"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(
+        report["expectations"]["failed"].as_array().unwrap().len(),
+        0
+    );
+    assert_eq!(report["device"]["devno"], "0x0190");
+    let waits: Vec<_> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["action"] == "wait")
+        .collect();
+    assert_eq!(waits.len(), 2);
+    assert_eq!(waits[0]["event"]["irb"]["scsw"]["count"], 28);
+    assert_eq!(waits[0]["event"]["irb"]["scsw"]["dstat"], "0x0c");
+    assert_eq!(waits[1]["event"]["irb"]["scsw"]["cpa"], "0x00001120");
+    let head = report["buffers"]["head"].as_str().unwrap();
+    assert!(head.starts_with("48656c6c6f2c20"), "head = {head}");
+}
+
+#[test]
+fn failed_expectation_exits_1_and_names_the_line() {
+    let backend = Backend::start("sim");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("wrong.ccw");
+    std::fs::write(
+        &script,
+        "buffer id at=0x2000 len=40\nccws p at=0x1000\nccw sense-id flags=SLI count=40 data=id\nstart\nwait\nexpect irb count=27\n",
+    )
+    .unwrap();
+    let out = frontend(backend.socket(), &script);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let failure = &report["expectations"]["failed"][0];
+    assert_eq!(failure["line"], 6);
+    assert!(failure["message"].as_str().unwrap().contains("count 28"));
+}
+
+#[test]
+fn unusable_input_exits_2_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("bad.ccw");
+    std::fs::write(&script, "ccws p at=0x1000\nccw frobnicate\n").unwrap();
+    let backend = Backend::start("sim");
+    let out = frontend(backend.socket(), &script);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+
+    let out = frontend(
+        &dir.path().join("missing.sock"),
+        &repo_file("examples/demo.ccw"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.sock"));
+}
