@@ -14,7 +14,7 @@ use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use vhost_user_ccw_protocol::wire::{
     CAP_HALT_CLEAR, ConfigSpace, DEVICE_FEATURES, EVENT_QUEUE, Event, MAX_QUEUE_SIZE, NUM_QUEUES,
     PROTOCOL_FEATURE_BITS, PROTOCOL_VERSION, REQUEST_QUEUE, Request, Response, ResponseStatus,
-    VIRTIO_CCW_F_PROTOCOL_V1,
+    VIRTIO_CCW_F_CRW, VIRTIO_CCW_F_PROTOCOL_V1,
 };
 use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
@@ -142,17 +142,29 @@ impl Session {
                 let want = reader.available_bytes().min(bytes.len());
                 reader.read_exact(&mut bytes[..want]).ok().map(|()| want)
             });
-            let response = self.serve_one(&bytes[..read.unwrap_or(0)], ram);
             let written = match chain.writer(mem) {
-                Ok(mut writer) if writer.available_bytes() >= Response::SIZE => writer
-                    .write_all(&response.encode())
-                    .map(|()| Response::SIZE),
-                Ok(_) | Err(_) => {
-                    warn!("requestq element {head} has no room for the response");
-                    Ok(0)
+                // No room for the answer: the request is not executed, so
+                // that nothing happens that the frontend cannot learn of.
+                Ok(writer) if writer.available_bytes() < Response::SIZE => {
+                    warn!("requestq element {head} has no room for the response; not executed");
+                    0
+                }
+                Ok(mut writer) => {
+                    let response = self.serve_one(&bytes[..read.unwrap_or(0)], ram);
+                    match writer.write_all(&response.encode()) {
+                        Ok(()) => Response::SIZE,
+                        Err(e) => {
+                            warn!("requestq element {head}: writing the response failed: {e}");
+                            0
+                        }
+                    }
+                }
+                Err(e) => {
+                    warn!("requestq element {head}: {e}");
+                    0
                 }
             };
-            let len = u32::try_from(written.unwrap_or(0)).unwrap_or(0);
+            let len = u32::try_from(written).unwrap_or(0);
             vring
                 .add_used(head, len)
                 .map_err(|e| std::io::Error::other(format!("requestq add_used: {e}")))?;
@@ -181,21 +193,24 @@ impl Session {
     /// buffers: re-posting a buffer then costs it no notification.
     fn deliver_events(&mut self, vring: &VringRwLock, ram: &GuestRam) -> std::io::Result<()> {
         let mem = ram.table();
-        if !vring.get_ref().get_queue().ready() {
+        if !vring.get_ref().get_queue().ready() || !vring.get_ref().is_enabled() {
             return Ok(());
         }
+        let crw_acked = self.acked_features & VIRTIO_CCW_F_CRW != 0;
         let queue_error = |e: virtio_queue::Error| std::io::Error::other(format!("eventq: {e}"));
         let mut delivered = false;
         let mut sch = lock(&self.subchannel);
         loop {
-            while sch.has_events() {
+            while let Some(event) = sch.next_event() {
+                if matches!(event, Event::ChannelReport(_)) && !crw_acked {
+                    // The frontend did not ask for channel reports.
+                    continue;
+                }
                 let Some(chain) = vring.get_mut().get_queue_mut().pop_descriptor_chain(mem) else {
+                    sch.unget_event(event);
                     break;
                 };
                 let head = chain.head_index();
-                let Some(event) = sch.next_event() else {
-                    break;
-                };
                 let len = match chain.writer(mem) {
                     Ok(mut writer) if writer.available_bytes() >= Event::SIZE => {
                         match writer.write_all(&event.encode()) {
@@ -231,6 +246,27 @@ impl Session {
             vring.signal_used_queue()?;
         }
         Ok(())
+    }
+}
+
+impl Session {
+    fn serve_event(&mut self, device_event: u16, vrings: &[VringRwLock]) -> std::io::Result<()> {
+        if device_event == HOST_EVENT {
+            lock(&self.subchannel).host_ready();
+        }
+        let Some(ram) = self.checked_ram() else {
+            return Ok(());
+        };
+        if usize::from(device_event) == REQUEST_QUEUE {
+            self.process_requests(&vrings[REQUEST_QUEUE], &ram)?;
+            // The responses are written; let the host act on what they
+            // started, so that a short program's interruption goes out with
+            // them, then notify.
+            lock(&self.subchannel).host_ready();
+            self.deliver_events(&vrings[EVENT_QUEUE], &ram)?;
+            return vrings[REQUEST_QUEUE].signal_used_queue();
+        }
+        self.deliver_events(&vrings[EVENT_QUEUE], &ram)
     }
 }
 
@@ -271,8 +307,9 @@ impl VhostUserBackendMut for Session {
     fn acked_features(&mut self, features: u64) {
         self.acked_features = features;
         // SET_FEATURES opens the session: only now is a frontend really
-        // driving the device.
-        if !self.opened {
+        // driving the device. A frontend without protocol v1 gets
+        // `Unsupported` for every request and never enables the subchannel.
+        if !self.opened && features & VIRTIO_CCW_F_PROTOCOL_V1 != 0 {
             self.opened = true;
             lock(&self.subchannel).dispatch(Input::Open);
         }
@@ -340,20 +377,14 @@ impl VhostUserBackendMut for Session {
         vrings: &[VringRwLock],
         _thread_id: usize,
     ) -> std::io::Result<()> {
-        if device_event == HOST_EVENT {
-            lock(&self.subchannel).host_ready();
+        // An error returned here would stop the session's event loop while
+        // the connection stays up, leaving the frontend waiting forever:
+        // the subchannel is marked broken instead, and the frontend learns
+        // it from every further response.
+        if let Err(e) = self.serve_event(device_event, vrings) {
+            error!("session failed: {e}");
+            lock(&self.subchannel).dispatch(Input::InternalError);
         }
-        let Some(ram) = self.checked_ram() else {
-            return Ok(());
-        };
-        if usize::from(device_event) == REQUEST_QUEUE {
-            self.process_requests(&vrings[REQUEST_QUEUE], &ram)?;
-            // The responses are out; now let the host act on what they
-            // started, so a short program's interruption follows at once.
-            lock(&self.subchannel).host_ready();
-            self.deliver_events(&vrings[EVENT_QUEUE], &ram)?;
-            return vrings[REQUEST_QUEUE].signal_used_queue();
-        }
-        self.deliver_events(&vrings[EVENT_QUEUE], &ram)
+        Ok(())
     }
 }

@@ -121,6 +121,15 @@ pub struct ChannelProgram {
 }
 
 impl ChannelProgram {
+    /// Whether an SCSW channel-program address can designate a point in
+    /// this program: one CCW past a CCW of it (what the channel stores once
+    /// that CCW was executed), or its first CCW (stored when the channel
+    /// could not even fetch it).
+    pub fn contains_cpa(&self, cpa: u32) -> bool {
+        let cpa = u64::from(cpa);
+        cpa == u64::from(self.orb.cpa) || self.ccws.iter().any(|c| c.addr + CCW_SIZE == cpa)
+    }
+
     /// Index of the CCW fetched from guest address `addr`.
     pub fn index_of(&self, addr: u64) -> Option<usize> {
         self.ccws.iter().position(|c| c.addr == addr)

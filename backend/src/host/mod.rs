@@ -10,9 +10,11 @@ pub mod sim;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 use vhost_user_ccw_protocol::arch::{Irb, Schib, SenseId};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 
 use crate::memory::GuestRam;
 use crate::translate::ChannelProgram;
@@ -61,6 +63,23 @@ pub enum HostError {
     },
 }
 
+/// What a host subchannel reports from [`HostSubchannel::poll`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostEvent {
+    /// An I/O interruption; its status is already cleared on the host (as
+    /// TEST SUBCHANNEL would).
+    Interrupt(Irb),
+    /// A channel path of the subchannel was varied on or off.
+    PathChange {
+        /// The channel path.
+        chpid: u8,
+        /// Whether it is now available.
+        online: bool,
+    },
+    /// The device is gone (its subchannel is not operational).
+    DeviceGone,
+}
+
 /// Who the host subchannel is, for the config space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -96,9 +115,74 @@ pub trait HostSubchannel: Send {
     fn store(&mut self) -> Result<Schib, HostError>;
     /// An fd that becomes readable when [`poll`](Self::poll) has work.
     fn notifier(&self) -> RawFd;
-    /// Make progress and collect interruptions, each with its status cleared
-    /// on the host (as TEST SUBCHANNEL would). Called whenever the notifier
-    /// fires and after every batch of requests (once their responses are
-    /// out), so work a request created needs no notification.
-    fn poll(&mut self, irbs: &mut Vec<Irb>) -> Result<(), HostError>;
+    /// Make progress and collect what happened. Called whenever the
+    /// notifier fires and after every batch of requests (once their
+    /// responses are out), so work a request created needs no notification.
+    ///
+    /// The host keeps its own reference to a started program until it has
+    /// reported the program's final interruption (or the program was
+    /// withdrawn by CANCEL, CLEAR or the device going away): dropping the
+    /// state machine's reference can never free memory the channel uses.
+    fn poll(&mut self, events: &mut Vec<HostEvent>) -> Result<(), HostError>;
+    /// Block until [`poll`](Self::poll) may have something, at most
+    /// `timeout`. Returns whether it woke before the timeout.
+    fn wait(&mut self, timeout: Duration) -> Result<bool, HostError> {
+        wait_readable(self.notifier(), timeout)
+    }
+}
+
+/// Block until `fd` is readable, at most `timeout`; whether it became so.
+pub fn wait_readable(fd: RawFd, timeout: Duration) -> Result<bool, HostError> {
+    let io = |what| move |source| HostError::Io { what, source };
+    let epoll = Epoll::new().map_err(io("epoll_create"))?;
+    epoll
+        .ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, 0))
+        .map_err(io("epoll_ctl"))?;
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    let mut events = [EpollEvent::default(); 1];
+    match epoll.wait(ms, &mut events) {
+        Ok(n) => Ok(n > 0),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(true),
+        Err(e) => Err(HostError::Io {
+            what: "epoll_wait",
+            source: e,
+        }),
+    }
+}
+
+/// Boxed hosts are hosts: the daemon picks one at run time.
+impl HostSubchannel for Box<dyn HostSubchannel> {
+    fn identity(&self) -> Identity {
+        (**self).identity()
+    }
+    fn enable(&mut self) -> Result<(), HostError> {
+        (**self).enable()
+    }
+    fn disable(&mut self) -> Result<(), HostError> {
+        (**self).disable()
+    }
+    fn start(&mut self, program: Arc<ChannelProgram>, ram: GuestRam) -> HostCc {
+        (**self).start(program, ram)
+    }
+    fn halt(&mut self) -> HostCc {
+        (**self).halt()
+    }
+    fn clear(&mut self) -> HostCc {
+        (**self).clear()
+    }
+    fn cancel(&mut self) -> HostCc {
+        (**self).cancel()
+    }
+    fn store(&mut self) -> Result<Schib, HostError> {
+        (**self).store()
+    }
+    fn notifier(&self) -> RawFd {
+        (**self).notifier()
+    }
+    fn poll(&mut self, events: &mut Vec<HostEvent>) -> Result<(), HostError> {
+        (**self).poll(events)
+    }
+    fn wait(&mut self, timeout: Duration) -> Result<bool, HostError> {
+        (**self).wait(timeout)
+    }
 }

@@ -24,7 +24,7 @@ use vhost_user_ccw_protocol::arch::{
 use vmm_sys_util::timerfd::TimerFd;
 
 use self::device::DeviceModel;
-use super::{HostCc, HostError, HostSubchannel, Identity};
+use super::{HostCc, HostError, HostEvent, HostSubchannel, Identity};
 use crate::memory::GuestRam;
 use crate::translate::{ChannelProgram, Direction};
 
@@ -56,6 +56,8 @@ impl Default for SimConfig {
 const CHPID_TYPE_FICON: u8 = 0x1b;
 /// The single path the simulated subchannel has, as a path mask.
 const PATH: u8 = 0x80;
+/// Timer delay that makes the notifier fire at once.
+const NOW: Duration = Duration::from_nanos(1);
 
 /// A program the simulated channel is running.
 #[derive(Debug)]
@@ -77,6 +79,10 @@ pub struct SimSubchannel {
     running: Option<Running>,
     /// Whether the latency timer may have expired unread.
     timer_armed: bool,
+    /// Whether the device is still there.
+    present: bool,
+    /// Host events waiting for the next poll (path changes, device gone).
+    reports: Vec<HostEvent>,
     /// Scratch buffer for one command's data.
     buffer: Vec<u8>,
 }
@@ -121,8 +127,45 @@ impl SimSubchannel {
             scsw: Scsw::default(),
             running: None,
             timer_armed: false,
+            present: true,
+            reports: Vec::new(),
             buffer: Vec::new(),
         })
+    }
+
+    /// Vary the channel path on or off, as an operator or a machine check
+    /// would: the path masks change and a path event is reported.
+    pub fn vary_path(&mut self, online: bool) {
+        if online {
+            self.pmcw.pam |= PATH;
+        } else {
+            self.pmcw.pam &= !PATH;
+        }
+        self.reports.push(HostEvent::PathChange {
+            chpid: self.config.chpid,
+            online,
+        });
+        self.kick(NOW);
+    }
+
+    /// Detach the device: whatever runs is lost, the subchannel is not
+    /// operational from now on, and the loss is reported.
+    pub fn remove_device(&mut self) {
+        self.present = false;
+        self.running = None;
+        self.scsw = Scsw::default();
+        self.reports.push(HostEvent::DeviceGone);
+        self.kick(NOW);
+    }
+
+    /// Whether the subchannel still holds a program (tests check that a
+    /// program the host holds is never one the state machine dropped).
+    pub fn holds_program(&self) -> Option<&Arc<ChannelProgram>> {
+        self.running.as_ref().map(|r| &r.program)
+    }
+
+    fn operational(&self) -> bool {
+        self.enabled && self.present && self.pmcw.pam != 0
     }
 
     fn kick(&mut self, after: Duration) {
@@ -142,11 +185,11 @@ impl SimSubchannel {
 
     /// Record the interruption condition in the SCSW and hand out the IRB,
     /// clearing the status as TEST SUBCHANNEL does.
-    fn interrupt(&mut self, irbs: &mut Vec<Irb>) {
-        irbs.push(Irb {
+    fn interrupt(&mut self, events: &mut Vec<HostEvent>) {
+        events.push(HostEvent::Interrupt(Irb {
             scsw: self.scsw,
             ..Irb::default()
-        });
+        }));
         self.scsw.status_control = StatusControl::empty();
         self.scsw.function_control = FunctionControl::empty();
         self.scsw.activity_control = ActivityControl::empty();
@@ -154,7 +197,7 @@ impl SimSubchannel {
         self.scsw.subchannel_status = SubchannelStatus::empty();
     }
 
-    fn do_clear(&mut self, irbs: &mut Vec<Irb>) {
+    fn do_clear(&mut self, events: &mut Vec<HostEvent>) {
         self.running = None;
         self.device.reset();
         self.pmcw.lpum = 0;
@@ -164,10 +207,10 @@ impl SimSubchannel {
         self.scsw.device_status = DeviceStatus::empty();
         self.scsw.subchannel_status = SubchannelStatus::empty();
         self.scsw.count = 0;
-        self.interrupt(irbs);
+        self.interrupt(events);
     }
 
-    fn do_halt(&mut self, irbs: &mut Vec<Irb>) {
+    fn do_halt(&mut self, events: &mut Vec<HostEvent>) {
         if let Some(running) = self.running.take() {
             // The device is stopped at a CCW boundary: it presents device
             // end, and the CPA designates the CCW after the last one executed.
@@ -182,12 +225,12 @@ impl SimSubchannel {
         self.scsw.subchannel_status = SubchannelStatus::empty();
         self.scsw.activity_control = ActivityControl::empty();
         self.scsw.status_control = StatusControl::STATUS_PENDING;
-        self.interrupt(irbs);
+        self.interrupt(events);
     }
 
     /// Run the current program until it ends or, with a latency, until the
     /// next CCW is due.
-    fn run(&mut self, irbs: &mut Vec<Irb>) {
+    fn run(&mut self, events: &mut Vec<HostEvent>) {
         loop {
             let Some(running) = self.running.as_mut() else {
                 return;
@@ -233,7 +276,7 @@ impl SimSubchannel {
                     {
                         self.scsw.status_control |= StatusControl::ALERT;
                     }
-                    self.interrupt(irbs);
+                    self.interrupt(events);
                     return;
                 }
             }
@@ -392,6 +435,9 @@ impl HostSubchannel for SimSubchannel {
     }
 
     fn enable(&mut self) -> Result<(), HostError> {
+        if !self.present {
+            return Err(HostError::NotOperational);
+        }
         self.enabled = true;
         self.pmcw.enabled = true;
         self.scsw = Scsw::default();
@@ -408,7 +454,7 @@ impl HostSubchannel for SimSubchannel {
     }
 
     fn start(&mut self, program: Arc<ChannelProgram>, ram: GuestRam) -> HostCc {
-        if !self.enabled {
+        if !self.operational() {
             return HostCc::NotOperational;
         }
         if self.status_pending() {
@@ -439,7 +485,7 @@ impl HostSubchannel for SimSubchannel {
     }
 
     fn halt(&mut self) -> HostCc {
-        if !self.enabled {
+        if !self.enabled || !self.present {
             return HostCc::NotOperational;
         }
         if self.status_pending() && !self.scsw.is_intermediate_only() {
@@ -456,7 +502,7 @@ impl HostSubchannel for SimSubchannel {
     }
 
     fn clear(&mut self) -> HostCc {
-        if !self.enabled {
+        if !self.enabled || !self.present {
             return HostCc::NotOperational;
         }
         self.scsw.function_control = FunctionControl::CLEAR;
@@ -467,7 +513,7 @@ impl HostSubchannel for SimSubchannel {
     }
 
     fn cancel(&mut self) -> HostCc {
-        if !self.enabled {
+        if !self.enabled || !self.present {
             return HostCc::NotOperational;
         }
         if self.status_pending() {
@@ -484,6 +530,9 @@ impl HostSubchannel for SimSubchannel {
     }
 
     fn store(&mut self) -> Result<Schib, HostError> {
+        if !self.present {
+            return Err(HostError::NotOperational);
+        }
         Ok(Schib {
             pmcw: self.pmcw,
             scsw: self.scsw,
@@ -495,7 +544,21 @@ impl HostSubchannel for SimSubchannel {
         self.timer.as_raw_fd()
     }
 
-    fn poll(&mut self, irbs: &mut Vec<Irb>) -> Result<(), HostError> {
+    fn wait(&mut self, timeout: Duration) -> Result<bool, HostError> {
+        // Halt and clear take effect at the next poll without a timer.
+        let pending = ActivityControl::HALT_PENDING | ActivityControl::CLEAR_PENDING;
+        let runnable = self.running.is_some() && self.config.latency.is_zero();
+        if self.scsw.activity_control.intersects(pending) || !self.reports.is_empty() || runnable {
+            return Ok(true);
+        }
+        if !self.timer_armed {
+            std::thread::sleep(timeout);
+            return Ok(false);
+        }
+        super::wait_readable(self.timer.as_raw_fd(), timeout)
+    }
+
+    fn poll(&mut self, events: &mut Vec<HostEvent>) -> Result<(), HostError> {
         if self.timer_armed {
             match self.timer.wait() {
                 Ok(_) => self.timer_armed = false,
@@ -508,20 +571,21 @@ impl HostSubchannel for SimSubchannel {
                 }
             }
         }
+        events.append(&mut self.reports);
         if self
             .scsw
             .activity_control
             .contains(ActivityControl::CLEAR_PENDING)
         {
-            self.do_clear(irbs);
+            self.do_clear(events);
         } else if self
             .scsw
             .activity_control
             .contains(ActivityControl::HALT_PENDING)
         {
-            self.do_halt(irbs);
+            self.do_halt(events);
         } else {
-            self.run(irbs);
+            self.run(events);
         }
         Ok(())
     }
@@ -569,15 +633,21 @@ mod tests {
     }
 
     fn run_to_end(sim: &mut SimSubchannel) -> Vec<Irb> {
-        let mut irbs = Vec::new();
+        let mut events = Vec::new();
         for _ in 0..1000 {
-            sim.poll(&mut irbs).unwrap();
-            if !irbs.is_empty() {
+            sim.poll(&mut events).unwrap();
+            if !events.is_empty() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        irbs
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                HostEvent::Interrupt(irb) => Some(irb),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]
