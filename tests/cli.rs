@@ -85,3 +85,56 @@ fn unusable_input_exits_2_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.sock"));
 }
+
+/// The frontend process dies (SIGKILL) while its START is pending: the
+/// backend quiesces the subchannel, and the next connection starts from a
+/// clean, closed-then-opened subchannel.
+#[test]
+fn frontend_killed_during_a_pending_start_leaves_a_clean_subchannel() {
+    use vhost_user_ccw_protocol::wire::{Event, Request, RequestType};
+    use vhost_user_ccw_tests::start;
+
+    let backend = Backend::start("sim,latency-us=50000");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("long.ccw");
+    let mut text = String::from("ccws long at=0x1000\n");
+    for _ in 0..99 {
+        text.push_str("ccw nop flags=CC\n");
+    }
+    text.push_str("ccw nop\nstart\nexpect cc=0\nsleep ms=20000\n");
+    std::fs::write(&script, text).unwrap();
+    let mut child = Command::new(binary("vhost-user-ccw-frontend"))
+        .arg("--socket-path")
+        .arg(backend.socket())
+        .arg(&script)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let t0 = std::time::Instant::now();
+    let mut conn = backend.connect();
+    let store = conn.request(&Request::new(RequestType::Store, 1)).unwrap();
+    assert_eq!(store.cc, 0);
+    assert!(store.schib.pmcw.enabled);
+    assert!(store.schib.scsw.function_control.is_empty(), "quiesced");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(2),
+        "quiesce was prompt"
+    );
+    let ccw = vhost_user_ccw_protocol::arch::Ccw {
+        cmd: 0x03,
+        ..Default::default()
+    };
+    conn.write_ram(0x1000, &ccw.encode_format1().unwrap())
+        .unwrap();
+    assert_eq!(conn.request(&start(2, 0x1000)).unwrap().cc, 0);
+    match conn.wait_event(std::time::Duration::from_secs(5)).unwrap() {
+        Some(Event::Interrupt { tag, irb }) => {
+            assert_eq!(tag, 2);
+            assert_eq!(irb.scsw.cpa, 0x1008);
+        }
+        other => panic!("expected the new START's interruption, got {other:?}"),
+    }
+}
