@@ -130,39 +130,64 @@ fn chained_write_seek_read_moves_data_with_residual_counts() {
     assert_eq!(&read(&conn, 0x4000, 4), b"2345");
 }
 
+/// A data area outside guest RAM is a program error: the channel runs the
+/// CCWs before it and ends with a channel-program check there; guest memory
+/// is never written outside the areas of the CCWs that ran.
 #[test]
-fn program_outside_guest_ram_is_refused_and_memory_untouched() {
+fn program_outside_guest_ram_ends_in_a_program_check_and_memory_untouched() {
     let backend = Backend::start("sim");
     let mut conn = backend.connect();
     let ram = conn.ram_size();
     let edge = ram - 0x80;
     conn.write_ram(edge, &[0x5a; 0x80]).unwrap();
-    // A READ whose data area runs 0x80 bytes past the end of guest RAM.
+    conn.write_ram(0x2000, &[0xee; 12]).unwrap();
+    // SENSE ID into RAM, then a READ whose data area runs 0x80 bytes past
+    // the end of guest RAM.
     put_ccw(
         &conn,
         0x1000,
+        0xe4,
+        CcwFlags::CC | CcwFlags::SLI,
+        12,
+        0x2000,
+    );
+    put_ccw(
+        &conn,
+        0x1008,
         0x02,
         CcwFlags::empty(),
         0x100,
         u32::try_from(edge).unwrap(),
     );
     let resp = conn.request(&start(1, 0x1000)).unwrap();
+    assert_eq!((resp.status, resp.cc), (ResponseStatus::Ok, 0));
+    let (tag, irb) = interrupt(&mut conn);
+    assert_eq!(tag, 1);
+    assert_eq!(irb.scsw.subchannel_status, SubchannelStatus::PROGRAM_CHECK);
+    assert_eq!(irb.scsw.cpa, 0x1010, "one past the CCW in error");
+    assert!(irb.scsw.status_control.contains(StatusControl::ALERT));
+    assert_eq!(read(&conn, 0x2000, 1), [0xff], "the CCW before it ran");
+    assert_eq!(read(&conn, edge, 0x80), vec![0x5a; 0x80], "nothing written");
+    // The channel-program address itself outside RAM.
+    assert_eq!(conn.request(&start(2, 0x7fff_0000)).unwrap().cc, 0);
+    let (_, irb) = interrupt(&mut conn);
+    assert_eq!(irb.scsw.subchannel_status, SubchannelStatus::PROGRAM_CHECK);
+    assert_eq!(irb.scsw.cpa, 0x7fff_0008);
+    // Facilities the backend does not implement are refused up front.
+    let mut request = start(3, 0x1000);
+    request.orb.midaw = true;
+    let resp = conn.request(&request).unwrap();
     assert_eq!(resp.status, ResponseStatus::UnitException);
-    assert_eq!(resp.error, ProgramErrorCode::AddressOutOfRange as u32);
-    assert_eq!(read(&conn, edge, 0x80), vec![0x5a; 0x80]);
+    assert_eq!(resp.error, ProgramErrorCode::Unsupported as u32);
     assert!(
         conn.wait_event(Duration::from_millis(200))
             .unwrap()
-            .is_none(),
-        "no interrupt"
+            .is_none()
     );
-    // The channel-program address itself outside RAM.
-    let resp = conn.request(&start(2, 0x7fff_0000)).unwrap();
-    assert_eq!(resp.error, ProgramErrorCode::AddressOutOfRange as u32);
     // The subchannel is still usable.
     put_ccw(&conn, 0x1000, 0x03, CcwFlags::empty(), 0, 0);
-    assert_eq!(conn.request(&start(3, 0x1000)).unwrap().cc, 0);
-    assert_eq!(interrupt(&mut conn).0, 3);
+    assert_eq!(conn.request(&start(4, 0x1000)).unwrap().cc, 0);
+    assert_eq!(interrupt(&mut conn).0, 4);
 }
 
 #[test]

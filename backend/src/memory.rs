@@ -115,12 +115,39 @@ pub enum RamError {
 #[derive(Debug, Clone)]
 pub struct GuestRam {
     mem: Arc<GuestMemoryMmap>,
+    /// Guest RAM as sorted, merged `[start, end)` ranges below the control
+    /// window: the only addresses a channel program may use.
+    ram: Arc<[(u64, u64)]>,
 }
 
 impl GuestRam {
     /// Wrap a table that [`validate`] accepted.
     pub fn new(mem: Arc<GuestMemoryMmap>) -> Self {
-        Self { mem }
+        let mut ranges: Vec<(u64, u64)> = mem
+            .iter()
+            .map(|r| (r.start_addr().0, r.start_addr().0.saturating_add(r.len())))
+            .filter(|(start, _)| *start < CONTROL_WINDOW_BASE)
+            .map(|(start, end)| (start, end.min(CONTROL_WINDOW_BASE)))
+            .collect();
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (start, end) in ranges {
+            match merged.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                _ => merged.push((start, end)),
+            }
+        }
+        Self {
+            mem,
+            ram: merged.into(),
+        }
+    }
+
+    /// How many references keep this mapping alive (tests check that a
+    /// failed translation keeps none).
+    #[cfg(test)]
+    pub(crate) fn references(&self) -> usize {
+        Arc::strong_count(&self.mem)
     }
 
     /// The whole table (RAM and control window), for the virtqueues.
@@ -128,21 +155,29 @@ impl GuestRam {
         &self.mem
     }
 
+    /// The RAM range holding `addr`.
+    fn range_of(&self, addr: u64) -> Option<(u64, u64)> {
+        let i = self.ram.partition_point(|(start, _)| *start <= addr);
+        let (start, end) = *self.ram.get(i.checked_sub(1)?)?;
+        (addr < end).then_some((start, end))
+    }
+
+    /// How many bytes from `addr` on are guest RAM without a hole, at most
+    /// `max`; 0 when `addr` is not in guest RAM.
+    pub fn contiguous_len(&self, addr: u64, max: u64) -> u64 {
+        self.range_of(addr)
+            .map_or(0, |(_, end)| (end - addr).min(max))
+    }
+
     /// Whether `[addr, addr + len)` lies entirely in guest RAM, below the
     /// control window and without holes. A zero-length range is checked as
     /// one byte: a CCW address must still name RAM.
     pub fn check(&self, addr: u64, len: u64) -> Result<(), RamError> {
-        let err = RamError::OutOfRange { addr, len };
         let len = len.max(1);
-        let end = addr.checked_add(len).ok_or(err)?;
-        if end > CONTROL_WINDOW_BASE {
-            return Err(err);
-        }
-        let len = usize::try_from(len).map_err(|_| err)?;
-        if GuestMemoryBackend::check_range(&*self.mem, GuestAddress(addr), len) {
+        if self.contiguous_len(addr, len) == len {
             Ok(())
         } else {
-            Err(err)
+            Err(RamError::OutOfRange { addr, len })
         }
     }
 

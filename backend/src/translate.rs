@@ -1,80 +1,78 @@
-//! Channel-program translation: a guest ORB and the CCW chain it points to
+//! Channel-program translation: a guest ORB and the CCW chain it designates
 //! become a validated [`ChannelProgram`] whose every data area lies inside
-//! guest RAM.
+//! guest RAM, below the control window, within its addressing mode.
 //!
-//! The CCWs are read from guest memory exactly once into the program, so a
-//! guest that rewrites its chain while it runs cannot make the host program
-//! differ from what was checked. Data areas are not copied: the host
-//! subchannel transfers directly to and from guest RAM (`sim`), or through
-//! I/O addresses of a mapping of it (`vfio`).
+//! * Everything the channel would fetch (CCWs, IDAWs) is read from guest
+//!   memory exactly once into the program: a guest that rewrites its chain
+//!   or its IDALs while the program runs cannot make the executed program
+//!   differ from the checked one (self-modifying programs are unsupported,
+//!   as with prefetching).
+//! * Segments: a segment is a run of consecutive CCWs fetched from one
+//!   address; it continues while a CCW chains (CC or CD), or past a TIC that
+//!   points backwards into the segment (orientation loops). Every other TIC
+//!   target becomes a new segment, unless an existing segment already holds
+//!   it. The builder is iterative (a worklist, no recursion).
+//! * Errors split in two. What the architecture defines as a program error
+//!   (invalid command code, misaligned or out-of-storage addresses, TIC to
+//!   TIC, zero counts where forbidden, misaligned IDAWs) does not reject the
+//!   program: it becomes a check point where the channel would detect it,
+//!   and the program ends there with a channel-program check after
+//!   executing what precedes it, as on real hardware. What the backend does
+//!   not implement (transport mode, suspend, MIDAWs, …) and programs beyond
+//!   the translator's limits reject the START: the frontend presents a unit
+//!   exception, as QEMU does for vfio-ccw ([`TranslateError`]).
 //!
-//! This translator handles what the foundation needs: format-1 CCWs with
-//! direct addressing, command and data chaining, bounded chains. TIC,
-//! format-0 CCWs and IDAWs are rejected as unsupported with a clear error.
+//! Limits: [`MAX_SEGMENT_CCWS`] CCWs per segment, [`MAX_SEGMENTS`] segments,
+//! [`MAX_DATA_BYTES`] bytes of data in all. IDAWs per CCW are bounded by the
+//! 16-bit count: at most 33 with 2K blocks, 17 with 4K blocks.
+
+use std::ops::Range;
 
 use thiserror::Error;
 use vhost_user_ccw_protocol::arch::{Ccw, CcwFlags, Orb};
 use vhost_user_ccw_protocol::wire::ProgramErrorCode;
 
-use crate::memory::{GuestRam, RamError};
+use crate::memory::GuestRam;
 
-/// Most CCWs a chain may hold. A real channel has no such limit, but an
-/// unbounded chain would let a guest make the backend allocate and walk
-/// without end; the kernel's vfio-ccw uses the same bound per segment.
-pub const MAX_CCWS: usize = 256;
-
+/// Most CCWs one segment may hold (the kernel's bound: 2 KiB of CCWs).
+pub const MAX_SEGMENT_CCWS: usize = 256;
+/// Most segments one program may have.
+pub const MAX_SEGMENTS: usize = 16;
+/// Most data bytes all CCWs of a program may designate together.
+pub const MAX_DATA_BYTES: u64 = 16 << 20;
 /// Size of a CCW in guest memory.
 pub const CCW_SIZE: u64 = 8;
 
-/// Why a program cannot be run. Every variant maps to the
-/// [`ProgramErrorCode`] the frontend receives.
+/// Why a START is refused. Each maps to the [`ProgramErrorCode`] the
+/// frontend receives with a unit-exception response.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum TranslateError {
-    /// A CCW or a data area is outside guest RAM.
-    #[error("CCW at {ccw_addr:#x}: {source}")]
-    OutOfRange {
-        /// Guest address of the CCW concerned.
-        ccw_addr: u64,
-        /// The refused range.
-        source: RamError,
-    },
-    /// A facility the translator does not implement.
+    /// A facility the backend does not implement.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
-    /// The chain exceeds [`MAX_CCWS`].
-    #[error("chain longer than {MAX_CCWS} CCWs")]
-    TooLong,
-    /// Architecturally invalid program.
-    #[error("CCW at {ccw_addr:#x}: {reason}")]
-    Invalid {
-        /// Guest address of the CCW (or the CPA).
-        ccw_addr: u64,
-        /// What is wrong.
-        reason: &'static str,
-    },
+    /// The program exceeds a translator limit.
+    #[error("program too large: {0}")]
+    TooLarge(&'static str),
 }
 
 impl TranslateError {
     /// The protocol's code for this error.
     pub fn code(&self) -> ProgramErrorCode {
         match self {
-            Self::OutOfRange { .. } => ProgramErrorCode::AddressOutOfRange,
             Self::Unsupported(_) => ProgramErrorCode::Unsupported,
-            Self::TooLong => ProgramErrorCode::TooLarge,
-            Self::Invalid { .. } => ProgramErrorCode::Invalid,
+            Self::TooLarge(_) => ProgramErrorCode::TooLarge,
         }
     }
 }
 
 /// Direction of a command's data transfer, from the low bits of the command
 /// code (POPs: write xxxxxx01, read xxxxxx10, control xxxxxx11, sense
-/// xxxx0100, transfer in channel xxxx1000, read backward xxxx1100).
+/// xxxx0100, TIC xxxx1000, read backward xxxx1100).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
-    /// Data flows from guest memory to the device (write, control).
+    /// From guest memory to the device (write, control).
     Out,
-    /// Data flows from the device into guest memory (read, sense, read
-    /// backward).
+    /// From the device into guest memory (read, sense, read backward).
     In,
 }
 
@@ -92,23 +90,82 @@ impl Direction {
     }
 }
 
-/// One CCW of a translated program.
+/// A piece of a CCW's data area in guest memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProgramCcw {
-    /// Guest address the CCW was fetched from.
+pub struct DataPiece {
+    /// Guest address.
     pub addr: u64,
-    /// The CCW as fetched.
-    pub ccw: Ccw,
-    /// Direction of its data transfer.
-    pub direction: Direction,
+    /// Length in bytes.
+    pub len: u32,
 }
 
-impl ProgramCcw {
-    /// The guest data area `[cda, cda + count)`, already checked to lie in
-    /// guest RAM (empty when the count is zero).
-    pub fn data(&self) -> (u64, u32) {
-        (u64::from(self.ccw.cda), u32::from(self.ccw.count))
-    }
+/// How a CCW designates its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addressing {
+    /// The CDA is the data address.
+    Direct,
+    /// The CDA designates an IDAL.
+    Indirect {
+        /// Format-2 (64-bit) IDAWs.
+        format2: bool,
+        /// Block size in bytes (2048 or 4096).
+        block: u32,
+        /// Guest address of the IDAL.
+        idal: u64,
+    },
+}
+
+/// What a program entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CcwKind {
+    /// A command with its data area.
+    Command {
+        /// Command code.
+        cmd: u8,
+        /// Flags.
+        flags: CcwFlags,
+        /// Byte count.
+        count: u16,
+        /// Transfer direction.
+        direction: Direction,
+        /// Direct or indirect addressing.
+        addressing: Addressing,
+        /// Indexes into [`ChannelProgram::pieces`]; empty when the CCW
+        /// accesses no storage (zero count, NOP, skipped input).
+        data: Range<u32>,
+    },
+    /// Transfer in channel to another entry.
+    Tic {
+        /// Index of the target entry.
+        target: u32,
+    },
+    /// The channel detects a program error when it reaches this point.
+    Check {
+        /// What is wrong (for the log and the CCW trace).
+        reason: &'static str,
+    },
+}
+
+/// One entry of a translated program: a CCW as fetched, or a check point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramCcw {
+    /// Guest address the CCW was (or would have been) fetched from.
+    pub addr: u64,
+    /// What it is.
+    pub kind: CcwKind,
+    /// Index of the entry at `addr + 8`, when the program holds it.
+    pub sequential: Option<u32>,
+}
+
+/// A run of consecutive CCWs fetched from one guest address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Guest address of the first CCW.
+    pub addr: u64,
+    /// Entries `first..first + len` of [`ChannelProgram::ccws`].
+    pub first: u32,
+    /// Number of entries.
+    pub len: u32,
 }
 
 /// A validated channel program, ready for a host subchannel.
@@ -116,62 +173,66 @@ impl ProgramCcw {
 pub struct ChannelProgram {
     /// The guest's ORB.
     pub orb: Orb,
-    /// The CCWs in chain order.
+    /// Format-1 CCWs (else format 0).
+    pub format1: bool,
+    /// Every entry, segment by segment; entry 0 is the first CCW.
     pub ccws: Vec<ProgramCcw>,
+    /// The segments.
+    pub segments: Vec<Segment>,
+    /// Data pieces of all CCWs.
+    pub pieces: Vec<DataPiece>,
+    /// Total bytes designated.
+    pub data_bytes: u64,
 }
 
 impl ChannelProgram {
     /// Whether an SCSW channel-program address can designate a point in
-    /// this program: one CCW past a CCW of it (what the channel stores once
-    /// that CCW was executed), or its first CCW (stored when the channel
-    /// could not even fetch it).
+    /// this program: one CCW past an entry (what the channel stores once it
+    /// executed or rejected that CCW), or the first CCW.
     pub fn contains_cpa(&self, cpa: u32) -> bool {
         let cpa = u64::from(cpa);
         cpa == u64::from(self.orb.cpa) || self.ccws.iter().any(|c| c.addr + CCW_SIZE == cpa)
     }
 
-    /// Index of the CCW fetched from guest address `addr`.
+    /// Index of the entry fetched from guest address `addr`.
     pub fn index_of(&self, addr: u64) -> Option<usize> {
         self.ccws.iter().position(|c| c.addr == addr)
     }
+
+    /// The data pieces of entry `index`.
+    pub fn data(&self, index: usize) -> &[DataPiece] {
+        match &self.ccws[index].kind {
+            CcwKind::Command { data, .. } => {
+                &self.pieces[usize::try_from(data.start).unwrap_or(0)
+                    ..usize::try_from(data.end).unwrap_or(0)]
+            }
+            _ => &[],
+        }
+    }
+
+    /// Follow TICs from entry `index` to the entry the channel executes.
+    /// A TIC that reaches another TIC was made a check point by the
+    /// translator, so this terminates.
+    pub fn resolve(&self, index: usize) -> usize {
+        match self.ccws[index].kind {
+            CcwKind::Tic { target } => usize::try_from(target).unwrap_or(index),
+            _ => index,
+        }
+    }
 }
 
-/// Translate the program the ORB designates.
-pub fn translate(orb: &Orb, ram: &GuestRam) -> Result<ChannelProgram, TranslateError> {
-    check_orb(orb)?;
-    let mut ccws = Vec::new();
-    let mut addr = u64::from(orb.cpa);
-    if addr % CCW_SIZE != 0 {
-        return Err(TranslateError::Invalid {
-            ccw_addr: addr,
-            reason: "channel-program address is not doubleword aligned",
-        });
-    }
-    loop {
-        if ccws.len() == MAX_CCWS {
-            return Err(TranslateError::TooLong);
-        }
-        let mut raw = [0u8; 8];
-        ram.read(addr, &mut raw)
-            .map_err(|source| TranslateError::OutOfRange {
-                ccw_addr: addr,
-                source,
-            })?;
-        let ccw = Ccw::decode(true, &raw).map_err(|_| TranslateError::Invalid {
-            ccw_addr: addr,
-            reason: "malformed format-1 CCW",
-        })?;
-        let program_ccw = check_ccw(addr, ccw, ram)?;
-        ccws.push(program_ccw);
-        if !ccw.flags.contains(CcwFlags::CD) && !ccw.flags.contains(CcwFlags::CC) {
-            break;
-        }
-        addr += CCW_SIZE;
-    }
-    Ok(ChannelProgram { orb: *orb, ccws })
+/// Reading of one ORB: what the translation depends on.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    format1: bool,
+    /// Format-2 IDAWs (ORB H).
+    format2_idaw: bool,
+    /// IDAW block size.
+    block: u32,
 }
 
-fn check_orb(orb: &Orb) -> Result<(), TranslateError> {
+fn check_orb(orb: &Orb) -> Result<Mode, TranslateError> {
+    // Whitelist: every ORB control is either implemented or refused here.
     if orb.transport_mode {
         return Err(TranslateError::Unsupported("transport-mode ORB"));
     }
@@ -179,162 +240,396 @@ fn check_orb(orb: &Orb) -> Result<(), TranslateError> {
         return Err(TranslateError::Unsupported("suspend control"));
     }
     if orb.midaw {
-        return Err(TranslateError::Unsupported("MIDAW"));
+        return Err(TranslateError::Unsupported("MIDAW control"));
     }
-    if !orb.format1 {
-        return Err(TranslateError::Unsupported("format-0 CCWs"));
+    if orb.initial_status_interruption {
+        return Err(TranslateError::Unsupported("initial-status interruption"));
     }
-    Ok(())
-}
-
-fn check_ccw(addr: u64, ccw: Ccw, ram: &GuestRam) -> Result<ProgramCcw, TranslateError> {
-    let flags = ccw.flags;
-    if ccw.is_tic(true) {
-        return Err(TranslateError::Unsupported("transfer in channel"));
+    if orb.address_limit_checking {
+        return Err(TranslateError::Unsupported("address-limit checking"));
     }
-    let direction = Direction::of(ccw.cmd).ok_or(TranslateError::Invalid {
-        ccw_addr: addr,
-        reason: "invalid command code",
-    })?;
-    if flags.contains(CcwFlags::IDA) {
-        return Err(TranslateError::Unsupported("indirect data addressing"));
-    }
-    if flags.contains(CcwFlags::MIDA) {
-        return Err(TranslateError::Unsupported("MIDAW"));
-    }
-    if flags.contains(CcwFlags::S) {
-        return Err(TranslateError::Unsupported("suspend flag"));
-    }
-    if flags.contains(CcwFlags::PCI) {
+    if orb.modification || orb.synchronization || orb.streaming {
         return Err(TranslateError::Unsupported(
-            "program-controlled interruption",
+            "modification/synchronization/streaming control",
         ));
     }
-    if ccw.count == 0 && flags.contains(CcwFlags::CD) {
-        return Err(TranslateError::Invalid {
-            ccw_addr: addr,
-            reason: "zero count with chain data",
-        });
-    }
-    if ccw.count > 0 {
-        ram.check(u64::from(ccw.cda), u64::from(ccw.count))
-            .map_err(|source| TranslateError::OutOfRange {
-                ccw_addr: addr,
-                source,
-            })?;
-    }
-    Ok(ProgramCcw {
-        addr,
-        ccw,
-        direction,
+    // Accepted with no effect: key (no storage keys here), prefetch (the
+    // program is always prefetched), suppress-suspended-interruption
+    // (meaningless without suspend), incorrect-length-suppression mode
+    // (SLI is honoured as in format 1), the ORB extension (not carried).
+    let format2_idaw = orb.format2_idaw;
+    let block = if !format2_idaw || orb.idaw_2k {
+        2048
+    } else {
+        4096
+    };
+    Ok(Mode {
+        format1: orb.format1,
+        format2_idaw,
+        block,
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::memory::tests::ram;
+/// Program-check reasons.
+mod check {
+    pub const CPA_ALIGNMENT: &str = "channel-program address not doubleword aligned";
+    pub const CCW_ADDRESS: &str = "CCW address outside guest RAM";
+    pub const COMMAND: &str = "invalid command code";
+    pub const TIC_TO_TIC: &str = "TIC to a TIC";
+    pub const TIC_ALIGNMENT: &str = "TIC target not doubleword aligned";
+    pub const ZERO_COUNT: &str = "zero count";
+    pub const CD_ZERO_COUNT: &str = "zero count with chain data";
+    pub const DATA_ADDRESS: &str = "data address outside guest RAM or addressing mode";
+    pub const IDAL_ALIGNMENT: &str = "IDAL not aligned for its IDAW format";
+    pub const IDAL_ADDRESS: &str = "IDAL outside guest RAM";
+    pub const IDAW_FORMAT1: &str = "format-1 IDAW with bit 0 set";
+    pub const IDAW_BOUNDARY: &str = "IDAW after the first not on a block boundary";
+    pub const FLAGS: &str = "CCW flag bits invalid for the format";
+}
 
-    fn put_ccw(ram: &GuestRam, addr: u64, cmd: u8, flags: u8, count: u16, cda: u32) {
-        let ccw = Ccw {
-            cmd,
-            flags: CcwFlags::from_bits_truncate(flags),
-            count,
-            cda,
-        };
-        ram.write(addr, &ccw.encode_format1().unwrap()).unwrap();
-    }
+struct Builder<'a> {
+    ram: &'a GuestRam,
+    mode: Mode,
+    program: ChannelProgram,
+    /// TIC entries whose target is not resolved yet.
+    pending_tics: Vec<(usize, u64)>,
+    idal: Vec<u8>,
+}
 
-    fn orb(cpa: u32) -> Orb {
-        Orb {
-            format1: true,
-            prefetch: true,
-            lpm: 0x80,
-            cpa,
-            ..Orb::default()
+/// Translate the program the ORB designates.
+pub fn translate(orb: &Orb, ram: &GuestRam) -> Result<ChannelProgram, TranslateError> {
+    let mode = check_orb(orb)?;
+    let mut builder = Builder {
+        ram,
+        mode,
+        program: ChannelProgram {
+            orb: *orb,
+            format1: mode.format1,
+            ccws: Vec::with_capacity(16),
+            segments: Vec::with_capacity(1),
+            pieces: Vec::with_capacity(16),
+            data_bytes: 0,
+        },
+        pending_tics: Vec::new(),
+        idal: Vec::new(),
+    };
+    builder.build(u64::from(orb.cpa))?;
+    Ok(builder.program)
+}
+
+impl Builder<'_> {
+    fn build(&mut self, cpa: u64) -> Result<(), TranslateError> {
+        if cpa % CCW_SIZE != 0 {
+            self.push_check(cpa, check::CPA_ALIGNMENT);
+            return Ok(());
         }
+        self.segment(cpa)?;
+        // Resolve TICs; every unresolved target starts a new segment.
+        while let Some((tic, target)) = self.pending_tics.pop() {
+            let index = match self.program.index_of(target) {
+                Some(existing) => existing,
+                None => {
+                    let first = self.program.ccws.len();
+                    if target % CCW_SIZE != 0 {
+                        self.push_check(target, check::TIC_ALIGNMENT);
+                    } else {
+                        self.segment(target)?;
+                    }
+                    first
+                }
+            };
+            let index = if matches!(self.program.ccws[index].kind, CcwKind::Tic { .. }) {
+                // A TIC may not designate another TIC: the channel
+                // program-checks when it fetches the second one.
+                let at = self.program.ccws[index].addr;
+                self.push_check_detached(at, check::TIC_TO_TIC)
+            } else {
+                index
+            };
+            self.program.ccws[tic].kind = CcwKind::Tic {
+                target: u32::try_from(index).unwrap_or(u32::MAX),
+            };
+        }
+        Ok(())
     }
 
-    #[test]
-    fn chained_program_is_fetched_in_order() {
-        let ram = ram(0x10000);
-        put_ccw(&ram, 0x1000, 0x01, 0x40, 16, 0x2000);
-        put_ccw(&ram, 0x1008, 0x02, 0x80, 8, 0x3000);
-        put_ccw(&ram, 0x1010, 0x02, 0x20, 8, 0x3008);
-        put_ccw(&ram, 0x1018, 0x03, 0x00, 0, 0);
-        let program = translate(&orb(0x1000), &ram).unwrap();
-        assert_eq!(
-            program.ccws.len(),
-            3,
-            "the chain ends at the CCW without CC/CD"
-        );
-        assert_eq!(program.ccws[1].data(), (0x3000, 8));
-        assert_eq!(program.ccws[0].direction, Direction::Out);
-        assert_eq!(program.ccws[2].direction, Direction::In);
-        assert_eq!(program.index_of(0x1010), Some(2));
+    fn push_check(&mut self, addr: u64, reason: &'static str) {
+        let first = self.program.ccws.len();
+        self.program.ccws.push(ProgramCcw {
+            addr,
+            kind: CcwKind::Check { reason },
+            sequential: None,
+        });
+        self.program.segments.push(Segment {
+            addr,
+            first: u32::try_from(first).unwrap_or(u32::MAX),
+            len: 1,
+        });
     }
 
-    #[test]
-    fn data_area_outside_ram_is_refused() {
-        let ram = ram(0x10000);
-        put_ccw(&ram, 0x1000, 0x02, 0x00, 0x100, 0xff80);
-        let err = translate(&orb(0x1000), &ram).unwrap_err();
-        assert_eq!(err.code(), ProgramErrorCode::AddressOutOfRange);
+    /// A check point reached only through a link (TIC to TIC): not part of
+    /// any segment, so that looking the address up still finds the TIC.
+    fn push_check_detached(&mut self, addr: u64, reason: &'static str) -> usize {
+        self.program.ccws.push(ProgramCcw {
+            addr,
+            kind: CcwKind::Check { reason },
+            sequential: None,
+        });
+        self.program.ccws.len() - 1
     }
 
-    #[test]
-    fn cpa_outside_ram_is_refused() {
-        let ram = ram(0x10000);
-        let err = translate(&orb(0x7fff_fff8), &ram).unwrap_err();
-        assert!(matches!(
-            err,
-            TranslateError::OutOfRange {
-                ccw_addr: 0x7fff_fff8,
-                ..
+    /// Fetch one segment starting at `start`.
+    fn segment(&mut self, start: u64) -> Result<(), TranslateError> {
+        if self.program.segments.len() == MAX_SEGMENTS {
+            return Err(TranslateError::TooLarge("more than 16 segments"));
+        }
+        let first = self.program.ccws.len();
+        self.program.segments.push(Segment {
+            addr: start,
+            first: u32::try_from(first).unwrap_or(u32::MAX),
+            len: 0,
+        });
+        // Fetch the CCWs in one read, up to the segment limit or the end of
+        // contiguous RAM: a chain that runs past it program-checks there.
+        let max = (MAX_SEGMENT_CCWS as u64) * CCW_SIZE;
+        let available = self.ram.contiguous_len(start, max) / CCW_SIZE;
+        let mut raw = [0u8; MAX_SEGMENT_CCWS * 8];
+        let bytes = usize::try_from(available * CCW_SIZE).unwrap_or(0);
+        if bytes > 0 && self.ram.read(start, &mut raw[..bytes]).is_err() {
+            self.push_check_in_segment(start, check::CCW_ADDRESS);
+            return Ok(());
+        }
+        let mut slot = 0usize;
+        loop {
+            let addr = start + CCW_SIZE * slot as u64;
+            if slot == MAX_SEGMENT_CCWS {
+                return Err(TranslateError::TooLarge(
+                    "more than 256 chained CCWs in a segment",
+                ));
             }
-        ));
-    }
-
-    #[test]
-    fn chain_of_256_chained_ccws_is_refused_without_reading_a_257th() {
-        let ram = ram(0x10000);
-        for i in 0..256u64 {
-            put_ccw(&ram, 0x1000 + i * 8, 0x03, 0x40, 0, 0);
+            if slot as u64 >= available {
+                self.push_check_in_segment(addr, check::CCW_ADDRESS);
+                break;
+            }
+            let ccw = match Ccw::decode(self.mode.format1, &raw[slot * 8..slot * 8 + 8]) {
+                Ok(ccw) => ccw,
+                Err(_) => {
+                    // Format-1 CDA bit 0 set: an invalid address.
+                    self.push_check_in_segment(addr, check::DATA_ADDRESS);
+                    break;
+                }
+            };
+            slot += 1;
+            if ccw.is_tic(self.mode.format1) {
+                let target = u64::from(ccw.cda);
+                let index = self.program.ccws.len();
+                self.push_in_segment(ProgramCcw {
+                    addr,
+                    kind: CcwKind::Tic { target: u32::MAX },
+                    sequential: None,
+                });
+                self.pending_tics.push((index, target));
+                // An orientation loop: a TIC back into this segment; the
+                // channel may still skip it (status modifier), so the
+                // segment goes on.
+                if target >= start && target < addr {
+                    continue;
+                }
+                break;
+            }
+            let chains = self.command(addr, ccw)?;
+            if !chains {
+                break;
+            }
         }
-        // The 257th slot holds garbage that must never be fetched.
-        ram.write(0x1000 + 256 * 8, &[0xff; 8]).unwrap();
-        assert_eq!(translate(&orb(0x1000), &ram), Err(TranslateError::TooLong));
-        put_ccw(&ram, 0x1000 + 255 * 8, 0x03, 0x00, 0, 0);
-        assert_eq!(translate(&orb(0x1000), &ram).unwrap().ccws.len(), 256);
+        // Link every entry of the segment to its successor in storage.
+        let segment = self.program.segments.len() - 1;
+        let seg = self.program.segments[segment];
+        let first = usize::try_from(seg.first).unwrap_or(0);
+        let end = first + usize::try_from(seg.len).unwrap_or(0);
+        for i in first..end.saturating_sub(1) {
+            self.program.ccws[i].sequential = u32::try_from(i + 1).ok();
+        }
+        Ok(())
     }
 
-    #[test]
-    fn unsupported_facilities_are_named() {
-        let ram = ram(0x10000);
-        put_ccw(&ram, 0x1000, 0x08, 0x00, 0, 0x1000);
-        assert_eq!(
-            translate(&orb(0x1000), &ram),
-            Err(TranslateError::Unsupported("transfer in channel"))
-        );
-        put_ccw(&ram, 0x1000, 0x02, 0x04, 8, 0x2000);
-        assert_eq!(
-            translate(&orb(0x1000), &ram).unwrap_err().code(),
-            ProgramErrorCode::Unsupported
-        );
-        let mut transport = orb(0x1000);
-        transport.transport_mode = true;
-        assert_eq!(
-            translate(&transport, &ram),
-            Err(TranslateError::Unsupported("transport-mode ORB"))
-        );
-        put_ccw(&ram, 0x1000, 0x00, 0x00, 8, 0x2000);
-        assert_eq!(
-            translate(&orb(0x1000), &ram).unwrap_err().code(),
-            ProgramErrorCode::Invalid
-        );
-        assert_eq!(
-            translate(&orb(0x1004), &ram).unwrap_err().code(),
-            ProgramErrorCode::Invalid
-        );
+    fn push_in_segment(&mut self, entry: ProgramCcw) {
+        self.program.ccws.push(entry);
+        if let Some(segment) = self.program.segments.last_mut() {
+            segment.len += 1;
+        }
+    }
+
+    fn push_check_in_segment(&mut self, addr: u64, reason: &'static str) {
+        self.push_in_segment(ProgramCcw {
+            addr,
+            kind: CcwKind::Check { reason },
+            sequential: None,
+        });
+    }
+
+    /// Add a command CCW; returns whether the chain continues after it.
+    fn command(&mut self, addr: u64, ccw: Ccw) -> Result<bool, TranslateError> {
+        let flags = ccw.flags;
+        // Whitelist of CCW flags.
+        if flags.contains(CcwFlags::S) {
+            return Err(TranslateError::Unsupported("suspend flag"));
+        }
+        if flags.contains(CcwFlags::MIDA) {
+            if self.mode.format1 {
+                return Err(TranslateError::Unsupported("MIDAW flag"));
+            }
+            // Format 0 has no MIDA bit: it must be zero.
+            self.push_check_in_segment(addr, check::FLAGS);
+            return Ok(false);
+        }
+        let Some(direction) = Direction::of(ccw.cmd) else {
+            self.push_check_in_segment(addr, check::COMMAND);
+            return Ok(false);
+        };
+        if ccw.count == 0 {
+            if !self.mode.format1 {
+                self.push_check_in_segment(addr, check::ZERO_COUNT);
+                return Ok(false);
+            }
+            if flags.contains(CcwFlags::CD) {
+                self.push_check_in_segment(addr, check::CD_ZERO_COUNT);
+                return Ok(false);
+            }
+        }
+        self.program.data_bytes += u64::from(ccw.count);
+        if self.program.data_bytes > MAX_DATA_BYTES {
+            return Err(TranslateError::TooLarge("more than 16 MiB of data"));
+        }
+        let first_piece = self.program.pieces.len();
+        let addressing = if flags.contains(CcwFlags::IDA) {
+            let format2 = self.mode.format2_idaw;
+            Addressing::Indirect {
+                format2,
+                block: self.mode.block,
+                idal: u64::from(ccw.cda),
+            }
+        } else {
+            Addressing::Direct
+        };
+        // A CCW accesses storage only if it moves data: not for a zero
+        // count, a NOP, or input with SKIP. The IDAL is fetched all the
+        // same when the CCW has one.
+        const NOP: u8 = 0x03;
+        let moves_data = ccw.count > 0
+            && ccw.cmd != NOP
+            && !(direction == Direction::In && flags.contains(CcwFlags::SKIP));
+        let fault = match addressing {
+            Addressing::Direct if moves_data => self.direct(ccw),
+            Addressing::Direct => None,
+            Addressing::Indirect { .. } => self.indirect(ccw, moves_data),
+        };
+        if let Some(reason) = fault {
+            self.program.pieces.truncate(first_piece);
+            self.push_check_in_segment(addr, reason);
+            return Ok(false);
+        }
+        let data = u32::try_from(first_piece).unwrap_or(u32::MAX)
+            ..u32::try_from(self.program.pieces.len()).unwrap_or(u32::MAX);
+        self.push_in_segment(ProgramCcw {
+            addr,
+            kind: CcwKind::Command {
+                cmd: ccw.cmd,
+                flags,
+                count: ccw.count,
+                direction,
+                addressing,
+                data,
+            },
+            sequential: None,
+        });
+        Ok(flags.intersects(CcwFlags::CC | CcwFlags::CD))
+    }
+
+    /// Direct addressing: the data area in guest RAM and within the format's
+    /// addressing mode (24-bit for format 0, 31-bit for format 1).
+    fn direct(&mut self, ccw: Ccw) -> Option<&'static str> {
+        let addr = u64::from(ccw.cda);
+        let len = u64::from(ccw.count);
+        let limit = if self.mode.format1 { 1 << 31 } else { 1 << 24 };
+        if addr + len > limit || self.ram.check(addr, len).is_err() {
+            return Some(check::DATA_ADDRESS);
+        }
+        self.program.pieces.push(DataPiece {
+            addr,
+            len: u32::from(ccw.count),
+        });
+        None
+    }
+
+    /// Indirect addressing: fetch the IDAL once, exactly as long as the
+    /// count needs, and check every block.
+    fn indirect(&mut self, ccw: Ccw, moves_data: bool) -> Option<&'static str> {
+        let idal = u64::from(ccw.cda);
+        let format2 = self.mode.format2_idaw;
+        let width: u64 = if format2 { 8 } else { 4 };
+        let block = u64::from(self.mode.block);
+        if idal % width != 0 {
+            return Some(check::IDAL_ALIGNMENT);
+        }
+        let count = u64::from(ccw.count.max(1));
+        // The first IDAW decides how many follow. Every IDAW is read exactly
+        // once: the first by itself, the rest in one read after it, so a
+        // guest rewriting its IDAL meanwhile cannot make the count of IDAWs
+        // disagree with the IDAWs used (the 2026 double-fetch bug class).
+        let width_usize = usize::try_from(width).unwrap_or(8);
+        let mut first = [0u8; 8];
+        if self.ram.read(idal, &mut first[..width_usize]).is_err() {
+            return Some(check::IDAL_ADDRESS);
+        }
+        let first_addr = idaw_value(&first[..width_usize]);
+        let in_first = block - first_addr % block;
+        let idaws = 1 + count.saturating_sub(in_first).div_ceil(block);
+        let idal_len = usize::try_from(idaws * width).unwrap_or(0);
+        self.idal.clear();
+        self.idal.extend_from_slice(&first[..width_usize]);
+        self.idal.resize(idal_len, 0);
+        if idal_len > width_usize
+            && self
+                .ram
+                .read(idal + width, &mut self.idal[width_usize..])
+                .is_err()
+        {
+            return Some(check::IDAL_ADDRESS);
+        }
+        if !moves_data {
+            return None;
+        }
+        let mut remaining = u64::from(ccw.count);
+        for i in 0..usize::try_from(idaws).unwrap_or(0) {
+            let at = i * width_usize;
+            let addr = idaw_value(&self.idal[at..at + width_usize]);
+            if !format2 && addr & 0x8000_0000 != 0 {
+                return Some(check::IDAW_FORMAT1);
+            }
+            if i > 0 && addr % block != 0 {
+                return Some(check::IDAW_BOUNDARY);
+            }
+            let len = remaining.min(block - addr % block);
+            let limit: u64 = if format2 { u64::MAX } else { 1 << 31 };
+            if addr.checked_add(len).is_none_or(|end| end > limit)
+                || self.ram.check(addr, len).is_err()
+            {
+                return Some(check::DATA_ADDRESS);
+            }
+            self.program.pieces.push(DataPiece {
+                addr,
+                len: u32::try_from(len).unwrap_or(0),
+            });
+            remaining -= len;
+        }
+        None
     }
 }
+
+fn idaw_value(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+}
+
+#[cfg(test)]
+mod tests;

@@ -71,7 +71,7 @@ const STEPS: [Step; 15] = [
 ];
 
 const GOOD_CPA: u32 = 0x1000;
-const BAD_CPA: u32 = 0x7fff_fff0;
+const BAD_CPA: u32 = 0x1008;
 
 /// The oracle's own record of the START in progress.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
@@ -100,6 +100,8 @@ fn request(kind: RequestType, tag: u64, cpa: u32) -> Request {
                 prefetch: true,
                 lpm: 0x80,
                 cpa,
+                // The bad program asks for a facility the backend refuses.
+                suspend: cpa == BAD_CPA,
                 ..Orb::default()
             },
             Scsw {

@@ -138,9 +138,11 @@ fn start_runs_on_the_sim_to_a_final_interrupt_and_frees_the_program() {
 #[test]
 fn untranslatable_program_gets_unit_exception_and_stays_idle() {
     let (mut sch, ram) = model(Completion::OnStep);
-    let resp = sch.request(&start_request(1, 0x2_0000), Some(&ram));
+    let mut request = start_request(1, 0x1000);
+    request.orb.transport_mode = true;
+    let resp = sch.request(&request, Some(&ram));
     assert_eq!(resp.status, ResponseStatus::UnitException);
-    assert_eq!(resp.error, ProgramErrorCode::AddressOutOfRange as u32);
+    assert_eq!(resp.error, ProgramErrorCode::Unsupported as u32);
     assert_eq!(sch.state(), State::Idle);
     assert!(!sch.has_program());
     assert!(sch.host().program.is_none(), "nothing reached the host");

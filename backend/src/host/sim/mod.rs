@@ -26,7 +26,7 @@ use vmm_sys_util::timerfd::TimerFd;
 use self::device::DeviceModel;
 use super::{HostCc, HostError, HostEvent, HostSubchannel, Identity};
 use crate::memory::GuestRam;
-use crate::translate::{ChannelProgram, Direction};
+use crate::translate::{CCW_SIZE, CcwKind, ChannelProgram, Direction};
 
 /// Parameters of a simulated subchannel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,8 +64,10 @@ const NOW: Duration = Duration::from_nanos(1);
 struct Running {
     program: Arc<ChannelProgram>,
     ram: GuestRam,
-    /// Index of the next CCW to execute.
+    /// Index of the next entry to execute.
     next: usize,
+    /// Whether execution began (the start function left start-pending).
+    started: bool,
 }
 
 /// The emulated subchannel.
@@ -214,9 +216,8 @@ impl SimSubchannel {
         if let Some(running) = self.running.take() {
             // The device is stopped at a CCW boundary: it presents device
             // end, and the CPA designates the CCW after the last one executed.
-            if running.next > 0 {
-                self.scsw.cpa = next_cpa(&running.program, running.next - 1);
-            }
+            // The CPA of the last step already designates the next CCW.
+            let _ = running;
             self.scsw.device_status = DeviceStatus::DEVICE_END;
         } else {
             self.scsw.device_status = DeviceStatus::empty();
@@ -228,49 +229,79 @@ impl SimSubchannel {
         self.interrupt(events);
     }
 
-    /// Run the current program until it ends or, with a latency, until the
-    /// next CCW is due.
+    /// Run the current program until it ends, or with a latency until the
+    /// next CCW is due, or for at most [`CCWS_PER_POLL`] CCWs: a program that
+    /// loops forever (a TIC loop) runs until it is halted or cleared, without
+    /// holding up the event loop.
     fn run(&mut self, events: &mut Vec<HostEvent>) {
+        let mut budget = CCWS_PER_POLL;
         loop {
             let Some(running) = self.running.as_mut() else {
                 return;
             };
-            if running.next == 0 {
+            if !running.started {
+                running.started = true;
+                if running.program.orb.lpm & PATH == 0 {
+                    // No path the ORB allows: deferred condition code 3.
+                    let cpa = running.program.orb.cpa;
+                    self.running = None;
+                    self.scsw.deferred_cc = 3;
+                    self.scsw.cpa = cpa;
+                    self.scsw.activity_control = ActivityControl::empty();
+                    self.scsw.status_control = StatusControl::ALERT | StatusControl::STATUS_PENDING;
+                    self.interrupt(events);
+                    return;
+                }
                 self.scsw.activity_control =
                     ActivityControl::SUBCHANNEL_ACTIVE | ActivityControl::DEVICE_ACTIVE;
                 self.pmcw.lpum = PATH;
             }
             let program = Arc::clone(&running.program);
             let ram = running.ram.clone();
-            let first = running.next;
+            let index = program.resolve(running.next);
             let step = execute_step(
                 &program,
                 &ram,
-                first,
+                index,
                 self.device.as_mut(),
                 &mut self.buffer,
             );
-            self.scsw.cpa = next_cpa(&program, step.ended_at);
+            self.scsw.cpa = step.cpa;
             self.scsw.count = step.residual;
             self.scsw.device_status = step.status;
             self.scsw.subchannel_status = step.cstat;
             match step.next {
                 Some(next) => {
+                    if step.pci {
+                        self.intermediate(events);
+                    }
                     if let Some(running) = self.running.as_mut() {
                         running.next = next;
                     }
+                    budget -= 1;
                     if !self.config.latency.is_zero() {
                         self.kick(self.config.latency);
                         return;
                     }
+                    if budget == 0 {
+                        self.kick(NOW);
+                        return;
+                    }
                 }
                 None => {
+                    if step.pci {
+                        self.scsw.subchannel_status |=
+                            SubchannelStatus::PROGRAM_CONTROLLED_INTERRUPTION;
+                    }
                     self.running = None;
                     self.scsw.activity_control = ActivityControl::empty();
                     self.scsw.status_control = StatusControl::PRIMARY
                         | StatusControl::SECONDARY
                         | StatusControl::STATUS_PENDING;
-                    if !step.cstat.is_empty()
+                    let error = SubchannelStatus::INCORRECT_LENGTH
+                        | SubchannelStatus::PROGRAM_CHECK
+                        | SubchannelStatus::CHANNEL_DATA_CHECK;
+                    if step.cstat.intersects(error)
                         || step.status.contains(DeviceStatus::UNIT_CHECK)
                         || step.status.contains(DeviceStatus::UNIT_EXCEPTION)
                     {
@@ -282,33 +313,70 @@ impl SimSubchannel {
             }
         }
     }
+
+    /// A PCI: intermediate status while the program goes on. The function
+    /// stays in progress, so the SCSW is reported, not cleared.
+    fn intermediate(&mut self, events: &mut Vec<HostEvent>) {
+        let mut scsw = self.scsw;
+        scsw.status_control = StatusControl::INTERMEDIATE | StatusControl::STATUS_PENDING;
+        scsw.subchannel_status = SubchannelStatus::PROGRAM_CONTROLLED_INTERRUPTION;
+        scsw.device_status = DeviceStatus::empty();
+        events.push(HostEvent::Interrupt(Irb {
+            scsw,
+            ..Irb::default()
+        }));
+    }
 }
 
-/// Guest address one CCW past the CCW at `index`: what the SCSW CPA shows
-/// once that CCW was executed.
-fn next_cpa(program: &ChannelProgram, index: usize) -> u32 {
-    let addr = program.ccws[index].addr + 8;
-    // Format-1 CCW addresses are 31-bit; the translator fetched the CCW
-    // from below 2 GiB, so this cannot truncate.
-    u32::try_from(addr).unwrap_or(u32::MAX)
+/// Most CCWs one poll executes before yielding to the event loop.
+const CCWS_PER_POLL: u32 = 1024;
+
+/// The CPA stored once the CCW at `addr` has been used: the next CCW.
+fn cpa_after(addr: u64) -> u32 {
+    // CCW addresses come from 31-bit CPAs and TIC targets.
+    u32::try_from(addr + CCW_SIZE).unwrap_or(u32::MAX)
 }
 
 /// Result of executing one command (a CCW and the CCWs data-chained to it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Step {
-    /// Index of the last CCW used.
-    ended_at: usize,
+    /// CPA to store: one past the last CCW used.
+    cpa: u32,
     /// Residual count of that CCW.
     residual: u16,
     /// Device status.
     status: DeviceStatus,
     /// Subchannel status.
     cstat: SubchannelStatus,
-    /// Index of the next CCW when command chaining continues.
+    /// Index of the next entry when command chaining continues.
     next: Option<usize>,
+    /// A CCW of the command asked for a program-controlled interruption.
+    pci: bool,
 }
 
-/// Execute the command starting at CCW `first`, moving its data between the
+impl Step {
+    /// The channel found a program error at the entry at `addr`.
+    fn program_check(addr: u64) -> Self {
+        Self {
+            cpa: cpa_after(addr),
+            residual: 0,
+            status: DeviceStatus::empty(),
+            cstat: SubchannelStatus::PROGRAM_CHECK,
+            next: None,
+            pci: false,
+        }
+    }
+}
+
+/// One CCW of a command, as the channel uses it.
+struct Part {
+    index: usize,
+    addr: u64,
+    flags: CcwFlags,
+    count: u16,
+}
+
+/// Execute the command at entry `first`, moving its data between the
 /// device and guest RAM, and decide whether command chaining continues.
 fn execute_step(
     program: &ChannelProgram,
@@ -317,107 +385,158 @@ fn execute_step(
     device: &mut dyn DeviceModel,
     buffer: &mut Vec<u8>,
 ) -> Step {
-    let ccws = &program.ccws;
-    let mut last = first;
-    while ccws[last].ccw.flags.contains(CcwFlags::CD) && last + 1 < ccws.len() {
-        last += 1;
+    let entry = &program.ccws[first];
+    let (cmd, direction) = match &entry.kind {
+        CcwKind::Command { cmd, direction, .. } => (*cmd, *direction),
+        CcwKind::Check { .. } | CcwKind::Tic { .. } => return Step::program_check(entry.addr),
+    };
+    // Collect the data chain: the command's CCW and every CCW it chains
+    // data into (their command codes are ignored).
+    let mut parts: Vec<Part> = Vec::with_capacity(1);
+    let mut index = first;
+    let mut broken_chain = None;
+    loop {
+        let entry = &program.ccws[index];
+        let CcwKind::Command { flags, count, .. } = &entry.kind else {
+            broken_chain = Some(entry.addr);
+            break;
+        };
+        parts.push(Part {
+            index,
+            addr: entry.addr,
+            flags: *flags,
+            count: *count,
+        });
+        if !flags.contains(CcwFlags::CD) {
+            break;
+        }
+        match entry.sequential {
+            Some(next) => index = program.resolve(usize::try_from(next).unwrap_or(0)),
+            None => {
+                broken_chain = Some(entry.addr + CCW_SIZE);
+                break;
+            }
+        }
     }
-    let group = &ccws[first..=last];
-    let total: usize = group.iter().map(|c| usize::from(c.ccw.count)).sum();
-    // Data chaining continues the first CCW's command and direction.
-    let cmd = ccws[first].ccw.cmd;
-    let direction = ccws[first].direction;
+    let total: usize = parts.iter().map(|p| usize::from(p.count)).sum();
+    let pci = parts.iter().any(|p| p.flags.contains(CcwFlags::PCI));
     buffer.clear();
     buffer.resize(total, 0);
     if direction == Direction::Out {
         let mut at = 0;
-        for c in group {
-            let (addr, count) = c.data();
-            let count = usize::try_from(count).unwrap_or(0);
-            if count > 0 && ram.read(addr, &mut buffer[at..at + count]).is_err() {
-                return channel_check(first, c.ccw.count);
+        for part in &parts {
+            // A part without pieces (NOP, zero count) offers zeros.
+            let mut done = 0;
+            for piece in program.data(part.index) {
+                let len = usize::try_from(piece.len).unwrap_or(0);
+                if ram
+                    .read(piece.addr, &mut buffer[at + done..at + done + len])
+                    .is_err()
+                {
+                    return channel_data_check(part);
+                }
+                done += len;
             }
-            at += count;
+            at += usize::from(part.count);
         }
     }
     let response = device.execute(cmd, &mut buffer[..total]);
     let transferred = response.length.min(total);
     if direction == Direction::In {
         let mut at = 0;
-        for c in group {
-            if at >= transferred {
-                break;
+        for part in &parts {
+            let mut done = 0usize;
+            for piece in program.data(part.index) {
+                let len = usize::try_from(piece.len).unwrap_or(0);
+                let n = len.min(transferred.saturating_sub(at + done));
+                if n > 0
+                    && ram
+                        .write(piece.addr, &buffer[at + done..at + done + n])
+                        .is_err()
+                {
+                    return channel_data_check(part);
+                }
+                done += len;
             }
-            let (addr, count) = c.data();
-            let count = usize::try_from(count).unwrap_or(0);
-            let n = count.min(transferred - at);
-            // SKIP suppresses the transfer to storage of input data.
-            if !c.ccw.flags.contains(CcwFlags::SKIP)
-                && ram.write(addr, &buffer[at..at + n]).is_err()
-            {
-                return channel_check(first, c.ccw.count);
-            }
-            at += count;
+            at += usize::from(part.count);
         }
     }
 
-    // Find the CCW in which the transfer ended and its residual count.
-    let (ended_at, residual) = if transferred >= total {
-        (last, 0)
-    } else {
+    // The CCW in which the transfer ended, and its residual count.
+    let mut ended = parts.len() - 1;
+    let mut residual = 0u16;
+    if transferred < total {
         let mut before = 0usize;
-        let mut found = (last, 0u16);
-        for (i, c) in group.iter().enumerate() {
-            let count = usize::from(c.ccw.count);
+        for (i, part) in parts.iter().enumerate() {
+            let count = usize::from(part.count);
             if transferred < before + count || (count == 0 && transferred == before) {
-                let residual = u16::try_from(before + count - transferred).unwrap_or(u16::MAX);
-                found = (first + i, residual);
+                ended = i;
+                residual = u16::try_from(before + count - transferred).unwrap_or(u16::MAX);
                 break;
             }
             before += count;
         }
-        found
-    };
-    let ending_flags = ccws[ended_at].ccw.flags;
-    let length_mismatch = response.length != total;
-    let suppressed = ending_flags.contains(CcwFlags::SLI) && !ending_flags.contains(CcwFlags::CD);
+    }
+    let part = &parts[ended];
     let mut cstat = SubchannelStatus::empty();
-    if length_mismatch && !suppressed {
+    let suppressed = part.flags.contains(CcwFlags::SLI) && !part.flags.contains(CcwFlags::CD);
+    if response.length != total && !suppressed {
         cstat = SubchannelStatus::INCORRECT_LENGTH;
     }
-
+    let mut step = Step {
+        cpa: cpa_after(part.addr),
+        residual,
+        status: response.status,
+        cstat,
+        next: None,
+        pci,
+    };
+    if let Some(addr) = broken_chain {
+        // Data chaining ran into a program error.
+        if transferred >= total && cstat.is_empty() {
+            return Step {
+                pci,
+                ..Step::program_check(addr)
+            };
+        }
+        return step;
+    }
     let normal = DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END;
-    let status = response.status;
-    let chain = ccws[ended_at].ccw.flags.contains(CcwFlags::CC)
+    let chains = part.flags.contains(CcwFlags::CC)
         && cstat.is_empty()
-        && (status == normal || status == normal | DeviceStatus::STATUS_MODIFIER);
-    let mut next = None;
-    if chain {
-        // Status modifier skips the next CCW (e.g. a search that matched).
-        let skip = usize::from(status.contains(DeviceStatus::STATUS_MODIFIER));
-        let candidate = ended_at + 1 + skip;
-        if candidate < ccws.len() {
-            next = Some(candidate);
+        && (response.status == normal || response.status == normal | DeviceStatus::STATUS_MODIFIER);
+    if chains {
+        let after = program.ccws[part.index].sequential;
+        // Status modifier skips one CCW (a search that matched).
+        let target = if response.status.contains(DeviceStatus::STATUS_MODIFIER) {
+            after.and_then(|i| program.ccws[usize::try_from(i).unwrap_or(0)].sequential)
+        } else {
+            after
+        };
+        match target {
+            Some(next) => step.next = Some(usize::try_from(next).unwrap_or(0)),
+            None => {
+                let skip = u64::from(response.status.contains(DeviceStatus::STATUS_MODIFIER));
+                return Step {
+                    pci,
+                    ..Step::program_check(part.addr + CCW_SIZE * (1 + skip))
+                };
+            }
         }
     }
-    Step {
-        ended_at,
-        residual,
-        status,
-        cstat,
-        next,
-    }
+    step
 }
 
 /// A data transfer hit memory that vanished under the program (the memory
 /// table changed): channel-data check, the program ends.
-fn channel_check(at: usize, count: u16) -> Step {
+fn channel_data_check(part: &Part) -> Step {
     Step {
-        ended_at: at,
-        residual: count,
+        cpa: cpa_after(part.addr),
+        residual: part.count,
         status: DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END,
         cstat: SubchannelStatus::CHANNEL_DATA_CHECK,
         next: None,
+        pci: false,
     }
 }
 
@@ -480,6 +599,7 @@ impl HostSubchannel for SimSubchannel {
             program,
             ram,
             next: 0,
+            started: false,
         });
         HostCc::Accepted
     }

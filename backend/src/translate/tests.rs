@@ -1,0 +1,517 @@
+//! Translator scenarios, including every translator bug of the kernel's
+//! vfio-ccw (shared/reference/vfio-ccw.md §4) as a named test.
+
+use vhost_user_ccw_protocol::arch::{Ccw, CcwFlags, Orb};
+use vhost_user_ccw_protocol::wire::{CONTROL_WINDOW_BASE, ProgramErrorCode};
+
+use super::*;
+use crate::memory::GuestRam;
+use crate::memory::tests::ram;
+
+const RAM: usize = 0x10_0000;
+
+fn put(ram: &GuestRam, addr: u64, cmd: u8, flags: CcwFlags, count: u16, cda: u32) {
+    let ccw = Ccw {
+        cmd,
+        flags,
+        count,
+        cda,
+    };
+    ram.write(addr, &ccw.encode_format1().unwrap()).unwrap();
+}
+
+fn put0(ram: &GuestRam, addr: u64, cmd: u8, flags: CcwFlags, count: u16, cda: u32) {
+    let ccw = Ccw {
+        cmd,
+        flags,
+        count,
+        cda,
+    };
+    ram.write(addr, &ccw.encode_format0().unwrap()).unwrap();
+}
+
+fn orb(cpa: u32) -> Orb {
+    Orb {
+        format1: true,
+        prefetch: true,
+        lpm: 0x80,
+        cpa,
+        ..Orb::default()
+    }
+}
+
+fn orb_idaw(cpa: u32, format2: bool, two_k: bool) -> Orb {
+    Orb {
+        format2_idaw: format2,
+        idaw_2k: two_k,
+        ..orb(cpa)
+    }
+}
+
+fn check_reason(program: &ChannelProgram, index: usize) -> &'static str {
+    match program.ccws[index].kind {
+        CcwKind::Check { reason } => reason,
+        ref other => panic!("entry {index} is {other:?}, not a check"),
+    }
+}
+
+#[test]
+fn chained_program_is_fetched_in_order() {
+    let ram = ram(RAM);
+    put(&ram, 0x1000, 0x01, CcwFlags::CC, 16, 0x2000);
+    put(&ram, 0x1008, 0x02, CcwFlags::CD, 8, 0x3000);
+    put(&ram, 0x1010, 0x02, CcwFlags::SLI, 8, 0x3008);
+    put(&ram, 0x1018, 0x03, CcwFlags::empty(), 0, 0);
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert_eq!(
+        program.ccws.len(),
+        3,
+        "the chain ends at the CCW without CC/CD"
+    );
+    assert_eq!(program.segments.len(), 1);
+    assert_eq!(
+        program.data(1),
+        &[DataPiece {
+            addr: 0x3000,
+            len: 8
+        }]
+    );
+    assert_eq!(program.ccws[0].sequential, Some(1));
+    assert_eq!(program.ccws[2].sequential, None);
+    assert_eq!(program.data_bytes, 32);
+}
+
+/// 2026 "CCW array bound": 256 chained CCWs made the kernel read a 257th.
+#[test]
+fn chain_of_256_chained_ccws_is_refused_without_reading_a_257th() {
+    let ram = ram(RAM);
+    for i in 0..256u64 {
+        put(&ram, 0x1000 + i * 8, 0x03, CcwFlags::CC, 0, 0);
+    }
+    ram.write(0x1000 + 256 * 8, &[0xff; 8]).unwrap();
+    assert_eq!(
+        translate(&orb(0x1000), &ram).unwrap_err().code(),
+        ProgramErrorCode::TooLarge
+    );
+    put(&ram, 0x1000 + 255 * 8, 0x03, CcwFlags::empty(), 0, 0);
+    assert_eq!(translate(&orb(0x1000), &ram).unwrap().ccws.len(), 256);
+}
+
+/// 2026 "segment limit": a chain of TICs to fresh addresses recursed and
+/// allocated without bound. 16 segments are fine, a 17th is refused.
+#[test]
+fn sixteen_segments_translate_and_a_seventeenth_is_refused() {
+    let ram = ram(RAM);
+    for i in 0..16u32 {
+        let at = 0x1000 + i * 0x100;
+        put(&ram, u64::from(at), 0x03, CcwFlags::CC, 0, 0);
+        put(
+            &ram,
+            u64::from(at) + 8,
+            0x08,
+            CcwFlags::empty(),
+            0,
+            at + 0x100,
+        );
+    }
+    // The 16th segment ends the chain.
+    put(&ram, 0x1000 + 15 * 0x100 + 8, 0x03, CcwFlags::empty(), 0, 0);
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert_eq!(program.segments.len(), 16);
+    put(
+        &ram,
+        0x1000 + 15 * 0x100 + 8,
+        0x08,
+        CcwFlags::empty(),
+        0,
+        0x1000 + 16 * 0x100,
+    );
+    put(&ram, 0x1000 + 16 * 0x100, 0x03, CcwFlags::empty(), 0, 0);
+    assert_eq!(
+        translate(&orb(0x1000), &ram),
+        Err(TranslateError::TooLarge("more than 16 segments"))
+    );
+}
+
+/// 2026 "free on init failure": a bad second TIC target leaked the first
+/// segment. A refused translation keeps nothing.
+#[test]
+fn failed_translation_keeps_no_reference() {
+    let ram = ram(RAM);
+    let before = ram.references();
+    put(&ram, 0x1000, 0x02, CcwFlags::S, 8, 0x2000);
+    assert!(translate(&orb(0x1000), &ram).is_err());
+    assert_eq!(ram.references(), before);
+    let program = translate(&orb(0x1000 + 8), &ram).unwrap();
+    drop(program);
+    assert_eq!(
+        ram.references(),
+        before,
+        "programs borrow, the executor holds"
+    );
+}
+
+/// 2026 "first IDAW constant": the kernel fetched IDAW 0 twice and a guest
+/// could change it in between. Every IDAW is read once; what was read is
+/// what runs, whatever the guest writes afterwards.
+#[test]
+fn idaw_changing_after_translation_does_not_change_the_program() {
+    let ram = ram(RAM);
+    ram.write(0x4000, &0x8000u64.to_be_bytes()).unwrap();
+    ram.write(0x4008, &0x9000u64.to_be_bytes()).unwrap();
+    put(&ram, 0x1000, 0x02, CcwFlags::IDA, 0x1800, 0x4000);
+    let program = translate(&orb_idaw(0x1000, true, false), &ram).unwrap();
+    let pieces = program.data(0).to_vec();
+    assert_eq!(
+        pieces,
+        vec![
+            DataPiece {
+                addr: 0x8000,
+                len: 0x1000
+            },
+            DataPiece {
+                addr: 0x9000,
+                len: 0x800
+            },
+        ]
+    );
+    ram.write(0x4000, &0xfff0u64.to_be_bytes()).unwrap();
+    assert_eq!(program.data(0), pieces.as_slice());
+}
+
+/// 2026 "IDAL length by type": format-1 IDALs were read as if format 2 (8
+/// bytes per IDAW) and ran past their end.
+#[test]
+fn format1_idal_ending_exactly_at_the_end_of_ram() {
+    let ram = ram(RAM);
+    let idal = RAM as u64 - 8; // two format-1 IDAWs, the last byte of RAM
+    ram.write(idal, &0x8000u32.to_be_bytes()).unwrap();
+    ram.write(idal + 4, &0x8800u32.to_be_bytes()).unwrap();
+    put(
+        &ram,
+        0x1000,
+        0x02,
+        CcwFlags::IDA,
+        0x1000,
+        u32::try_from(idal).unwrap(),
+    );
+    let program = translate(&orb_idaw(0x1000, false, false), &ram).unwrap();
+    assert_eq!(
+        program.data(0),
+        &[
+            DataPiece {
+                addr: 0x8000,
+                len: 0x800
+            },
+            DataPiece {
+                addr: 0x8800,
+                len: 0x800
+            },
+        ]
+    );
+    // Format 2 would need 16 bytes there: an IDAL outside RAM.
+    let program = translate(&orb_idaw(0x1000, true, false), &ram).unwrap();
+    assert_eq!(check_reason(&program, 0), check::IDAL_ADDRESS);
+}
+
+#[test]
+fn first_idaw_with_an_offset_and_block_sizes() {
+    let ram = ram(RAM);
+    ram.write(0x4000, &0x8f00u64.to_be_bytes()).unwrap();
+    ram.write(0x4008, &0x9000u64.to_be_bytes()).unwrap();
+    put(&ram, 0x1000, 0x01, CcwFlags::IDA, 0x200, 0x4000);
+    // 4K blocks: 0x100 bytes in the first block, 0x100 in the second.
+    let program = translate(&orb_idaw(0x1000, true, false), &ram).unwrap();
+    assert_eq!(
+        program.data(0),
+        &[
+            DataPiece {
+                addr: 0x8f00,
+                len: 0x100
+            },
+            DataPiece {
+                addr: 0x9000,
+                len: 0x100
+            },
+        ]
+    );
+    // 2K blocks: 0x8f00 is 0x700 into its block: 0x100 bytes there too.
+    let program = translate(&orb_idaw(0x1000, true, true), &ram).unwrap();
+    assert_eq!(program.data(0).len(), 2);
+    // A later IDAW off its block boundary is a program error.
+    ram.write(0x4008, &0x9010u64.to_be_bytes()).unwrap();
+    let program = translate(&orb_idaw(0x1000, true, false), &ram).unwrap();
+    assert_eq!(check_reason(&program, 0), check::IDAW_BOUNDARY);
+}
+
+#[test]
+fn format2_idaw_into_the_control_window_is_a_program_check() {
+    let ram = ram(RAM);
+    ram.write(0x4000, &CONTROL_WINDOW_BASE.to_be_bytes())
+        .unwrap();
+    put(&ram, 0x1000, 0x02, CcwFlags::IDA, 16, 0x4000);
+    let program = translate(&orb_idaw(0x1000, true, false), &ram).unwrap();
+    assert_eq!(check_reason(&program, 0), check::DATA_ADDRESS);
+    assert!(program.pieces.is_empty());
+}
+
+#[test]
+fn format1_idaw_above_2g_is_a_program_check() {
+    let ram = ram(RAM);
+    ram.write(0x4000, &0x8000_1000u32.to_be_bytes()).unwrap();
+    put(&ram, 0x1000, 0x02, CcwFlags::IDA, 16, 0x4000);
+    let program = translate(&orb_idaw(0x1000, false, false), &ram).unwrap();
+    assert_eq!(check_reason(&program, 0), check::IDAW_FORMAT1);
+}
+
+#[test]
+fn data_area_outside_ram_becomes_a_check_point_after_the_valid_prefix() {
+    let ram = ram(RAM);
+    put(&ram, 0x1000, 0x03, CcwFlags::CC, 0, 0);
+    put(
+        &ram,
+        0x1008,
+        0x02,
+        CcwFlags::empty(),
+        0x100,
+        u32::try_from(RAM - 0x80).unwrap(),
+    );
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert!(matches!(program.ccws[0].kind, CcwKind::Command { .. }));
+    assert_eq!(check_reason(&program, 1), check::DATA_ADDRESS);
+    assert_eq!(program.ccws[1].addr, 0x1008);
+    assert!(
+        program.contains_cpa(0x1010),
+        "the check's CPA belongs to the program"
+    );
+}
+
+#[test]
+fn chain_running_off_the_end_of_ram_checks_there() {
+    let ram = ram(RAM);
+    let last = RAM as u64 - 8;
+    put(&ram, last, 0x03, CcwFlags::CC, 0, 0);
+    let program = translate(&orb(u32::try_from(last).unwrap()), &ram).unwrap();
+    assert_eq!(program.ccws.len(), 2);
+    assert_eq!(check_reason(&program, 1), check::CCW_ADDRESS);
+    assert_eq!(program.ccws[1].addr, RAM as u64);
+    let program = translate(&orb(0x7fff_0000), &ram).unwrap();
+    assert_eq!(check_reason(&program, 0), check::CCW_ADDRESS);
+    let program = translate(&orb(0x1004), &ram).unwrap();
+    assert_eq!(check_reason(&program, 0), check::CPA_ALIGNMENT);
+}
+
+#[test]
+fn orientation_loop_keeps_the_segment_going_past_the_tic() {
+    let ram = ram(RAM);
+    // SEARCH (CC), TIC back to it, READ: the read is reached by the
+    // search's status modifier skipping the TIC.
+    put(&ram, 0x1000, 0x31, CcwFlags::CC, 5, 0x2000);
+    put(&ram, 0x1008, 0x08, CcwFlags::empty(), 0, 0x1000);
+    put(&ram, 0x1010, 0x06, CcwFlags::empty(), 512, 0x3000);
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert_eq!(program.segments.len(), 1);
+    assert_eq!(program.ccws.len(), 3);
+    assert_eq!(program.ccws[1].kind, CcwKind::Tic { target: 0 });
+    assert_eq!(program.ccws[1].sequential, Some(2));
+}
+
+#[test]
+fn tic_to_a_new_segment_and_tic_to_tic() {
+    let ram = ram(RAM);
+    put(&ram, 0x1000, 0x03, CcwFlags::CC, 0, 0);
+    put(&ram, 0x1008, 0x08, CcwFlags::empty(), 0, 0x5000);
+    put(&ram, 0x5000, 0x03, CcwFlags::empty(), 0, 0);
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert_eq!(program.segments.len(), 2);
+    let CcwKind::Tic { target } = program.ccws[1].kind else {
+        panic!("TIC expected");
+    };
+    assert_eq!(program.ccws[usize::try_from(target).unwrap()].addr, 0x5000);
+    // A TIC storm: a TIC designating itself is a TIC to a TIC.
+    put(&ram, 0x6000, 0x08, CcwFlags::empty(), 0, 0x6000);
+    let program = translate(&orb(0x6000), &ram).unwrap();
+    let CcwKind::Tic { target } = program.ccws[0].kind else {
+        panic!("TIC expected");
+    };
+    assert_eq!(
+        check_reason(&program, usize::try_from(target).unwrap()),
+        check::TIC_TO_TIC
+    );
+    // A TIC to a misaligned address.
+    put(&ram, 0x6000, 0x08, CcwFlags::empty(), 0, 0x6004);
+    let program = translate(&orb(0x6000), &ram).unwrap();
+    let CcwKind::Tic { target } = program.ccws[0].kind else {
+        panic!("TIC expected");
+    };
+    assert_eq!(
+        check_reason(&program, usize::try_from(target).unwrap()),
+        check::TIC_ALIGNMENT
+    );
+}
+
+#[test]
+fn endless_tic_loop_translates_into_a_finite_program() {
+    let ram = ram(RAM);
+    put(&ram, 0x1000, 0x03, CcwFlags::CC, 0, 0);
+    put(&ram, 0x1008, 0x08, CcwFlags::empty(), 0, 0x1000);
+    ram.write(0x1010, &[0xff; 8]).unwrap(); // reached only by a skip
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert_eq!(program.ccws[1].kind, CcwKind::Tic { target: 0 });
+    assert!(program.ccws.len() <= 3);
+}
+
+#[test]
+fn format0_ccws_use_24_bit_addresses() {
+    let ram = ram(RAM);
+    put0(&ram, 0x1000, 0x02, CcwFlags::CC, 16, 0x2000);
+    put0(&ram, 0x1008, 0x18, CcwFlags::empty(), 0, 0x3000); // format-0 TIC: low nibble 8
+    put0(&ram, 0x3000, 0x03, CcwFlags::SLI, 1, 0);
+    let mut orb = orb(0x1000);
+    orb.format1 = false;
+    let program = translate(&orb, &ram).unwrap();
+    assert!(!program.format1);
+    assert_eq!(
+        program.data(0),
+        &[DataPiece {
+            addr: 0x2000,
+            len: 16
+        }]
+    );
+    assert!(matches!(program.ccws[1].kind, CcwKind::Tic { .. }));
+    // Format 0 forbids a zero count.
+    put0(&ram, 0x3000, 0x03, CcwFlags::empty(), 0, 0);
+    let program = translate(&orb, &ram).unwrap();
+    assert_eq!(check_reason(&program, 2), check::ZERO_COUNT);
+}
+
+#[test]
+fn zero_count_nop_and_skip_access_no_storage() {
+    let ram = ram(RAM);
+    // A NOP with a count and an address outside RAM, a skipped read with
+    // one, a zero-count format-1 CCW: none touches storage.
+    put(&ram, 0x1000, 0x03, CcwFlags::CC, 64, 0x7fff_0000);
+    put(
+        &ram,
+        0x1008,
+        0x02,
+        CcwFlags::CC | CcwFlags::SKIP,
+        64,
+        0x7fff_0000,
+    );
+    put(&ram, 0x1010, 0x04, CcwFlags::empty(), 0, 0x7fff_0000);
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert_eq!(program.ccws.len(), 3);
+    assert!(program.pieces.is_empty());
+    // Zero count with chain data is a program error.
+    put(&ram, 0x1010, 0x02, CcwFlags::CD, 0, 0x2000);
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert_eq!(check_reason(&program, 2), check::CD_ZERO_COUNT);
+}
+
+#[test]
+fn invalid_command_code_is_a_check_point() {
+    let ram = ram(RAM);
+    put(&ram, 0x1000, 0x03, CcwFlags::CC, 0, 0);
+    put(&ram, 0x1008, 0x00, CcwFlags::empty(), 8, 0x2000);
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert_eq!(check_reason(&program, 1), check::COMMAND);
+}
+
+#[test]
+fn unsupported_facilities_are_refused_with_their_names() {
+    let ram = ram(RAM);
+    put(&ram, 0x1000, 0x02, CcwFlags::S, 8, 0x2000);
+    assert_eq!(
+        translate(&orb(0x1000), &ram),
+        Err(TranslateError::Unsupported("suspend flag"))
+    );
+    put(&ram, 0x1000, 0x02, CcwFlags::MIDA, 8, 0x2000);
+    assert_eq!(
+        translate(&orb(0x1000), &ram),
+        Err(TranslateError::Unsupported("MIDAW flag"))
+    );
+    put(&ram, 0x1000, 0x02, CcwFlags::empty(), 8, 0x2000);
+    for (name, orb) in [
+        (
+            "transport-mode ORB",
+            Orb {
+                transport_mode: true,
+                ..orb(0x1000)
+            },
+        ),
+        (
+            "suspend control",
+            Orb {
+                suspend: true,
+                ..orb(0x1000)
+            },
+        ),
+        (
+            "MIDAW control",
+            Orb {
+                midaw: true,
+                ..orb(0x1000)
+            },
+        ),
+        (
+            "initial-status interruption",
+            Orb {
+                initial_status_interruption: true,
+                ..orb(0x1000)
+            },
+        ),
+        (
+            "address-limit checking",
+            Orb {
+                address_limit_checking: true,
+                ..orb(0x1000)
+            },
+        ),
+    ] {
+        assert_eq!(
+            translate(&orb, &ram),
+            Err(TranslateError::Unsupported(name))
+        );
+    }
+    // Accepted with no effect: key, no prefetch, ORB extension.
+    let relaxed = Orb {
+        key: 3,
+        prefetch: false,
+        orb_extension: true,
+        ..orb(0x1000)
+    };
+    assert!(translate(&relaxed, &ram).is_ok());
+}
+
+#[test]
+fn too_much_data_is_refused() {
+    let ram = ram(RAM);
+    // 257 chained 64 KiB reads over the same buffer: 16 MiB + 64 KiB.
+    for segment in 0..2u32 {
+        let base = 0x1000 + segment * 0x1000;
+        for i in 0..200u32 {
+            put(
+                &ram,
+                u64::from(base + i * 8),
+                0x02,
+                CcwFlags::CC,
+                0xffff,
+                0x2_0000,
+            );
+        }
+        put(
+            &ram,
+            u64::from(base + 200 * 8),
+            0x08,
+            CcwFlags::empty(),
+            0,
+            base + 0x1000,
+        );
+    }
+    put(&ram, 0x3000, 0x03, CcwFlags::empty(), 0, 0);
+    assert_eq!(
+        translate(&orb(0x1000), &ram),
+        Err(TranslateError::TooLarge("more than 16 MiB of data"))
+    );
+}
