@@ -904,4 +904,124 @@ mod tests {
         sim.disable().unwrap();
         assert_eq!(start(&mut sim, &ram, 0x1000), HostCc::NotOperational);
     }
+
+    fn poll_all(sim: &mut SimSubchannel) -> Vec<Irb> {
+        let mut events = Vec::new();
+        sim.poll(&mut events).unwrap();
+        events
+            .into_iter()
+            .filter_map(|e| match e {
+                HostEvent::Interrupt(irb) => Some(irb),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tic_loop_runs_until_halted_without_holding_the_event_loop() {
+        let ram = ram(0x10000);
+        let mut sim = sim(Duration::ZERO);
+        put_ccw(&ram, 0x1000, device::CMD_NOP, 0x40, 0, 0);
+        put_ccw(&ram, 0x1008, 0x08, 0x00, 0, 0x1000);
+        start(&mut sim, &ram, 0x1000);
+        assert!(poll_all(&mut sim).is_empty(), "an endless program yields");
+        assert!(
+            sim.wait(Duration::from_secs(1)).unwrap(),
+            "and asks to be polled again"
+        );
+        assert!(poll_all(&mut sim).is_empty());
+        assert_eq!(sim.halt(), HostCc::Accepted);
+        let irbs = poll_all(&mut sim);
+        assert_eq!(irbs.len(), 1);
+        assert_eq!(
+            irbs[0].scsw.function_control,
+            FunctionControl::START | FunctionControl::HALT
+        );
+        assert!(irbs[0].scsw.cpa == 0x1008 || irbs[0].scsw.cpa == 0x1010);
+    }
+
+    #[test]
+    fn pci_flag_presents_intermediate_status_then_the_final_one() {
+        let ram = ram(0x10000);
+        let mut sim = sim(Duration::ZERO);
+        put_ccw(&ram, 0x1000, device::CMD_NOP, 0x40 | 0x08, 0, 0);
+        put_ccw(&ram, 0x1008, device::CMD_NOP, 0x00, 0, 0);
+        start(&mut sim, &ram, 0x1000);
+        let irbs = poll_all(&mut sim);
+        assert_eq!(irbs.len(), 2);
+        let pci = irbs[0].scsw;
+        assert!(pci.is_intermediate_only());
+        assert_eq!(
+            pci.subchannel_status,
+            SubchannelStatus::PROGRAM_CONTROLLED_INTERRUPTION
+        );
+        assert_eq!(pci.cpa, 0x1008);
+        assert!(irbs[1].scsw.is_final());
+        assert_eq!(irbs[1].scsw.cpa, 0x1010);
+    }
+
+    #[test]
+    fn indirect_data_moves_through_format2_idaws() {
+        let ram = ram(0x10000);
+        let mut sim = sim(Duration::ZERO);
+        ram.write(0x8ffc, b"ABCD").unwrap();
+        ram.write(0x9000, b"EFGH").unwrap();
+        ram.write(0x4000, &0x8ffcu64.to_be_bytes()).unwrap();
+        ram.write(0x4008, &0x9000u64.to_be_bytes()).unwrap();
+        // WRITE 8 bytes through two IDAWs, SEEK 0, READ 8 back directly.
+        ram.write(0x5000, &[0, 0, 0, 0]).unwrap();
+        put_ccw(&ram, 0x1000, CMD_WRITE, 0x40 | 0x04, 8, 0x4000);
+        put_ccw(&ram, 0x1008, device::CMD_SEEK, 0x40, 4, 0x5000);
+        put_ccw(&ram, 0x1010, CMD_READ, 0x00, 8, 0x6000);
+        let orb = Orb {
+            format1: true,
+            prefetch: true,
+            format2_idaw: true,
+            lpm: 0x80,
+            cpa: 0x1000,
+            ..Orb::default()
+        };
+        let program = translate(&orb, &ram).unwrap();
+        assert_eq!(sim.start(Arc::new(program), ram.clone()), HostCc::Accepted);
+        let irbs = run_to_end(&mut sim);
+        assert_eq!(irbs[0].scsw.subchannel_status, SubchannelStatus::empty());
+        let mut back = [0u8; 8];
+        ram.read(0x6000, &mut back).unwrap();
+        assert_eq!(&back, b"ABCDEFGH");
+    }
+
+    #[test]
+    fn program_check_comes_after_the_valid_prefix() {
+        let ram = ram(0x10000);
+        let mut sim = sim(Duration::ZERO);
+        put_ccw(&ram, 0x1000, CMD_SENSE_ID, 0x40 | 0x20, 8, 0x2000);
+        put_ccw(&ram, 0x1008, 0x00, 0x00, 8, 0x3000);
+        start(&mut sim, &ram, 0x1000);
+        let scsw = run_to_end(&mut sim)[0].scsw;
+        assert_eq!(scsw.subchannel_status, SubchannelStatus::PROGRAM_CHECK);
+        assert_eq!(scsw.device_status, DeviceStatus::empty());
+        assert_eq!(scsw.cpa, 0x1010);
+        assert!(scsw.status_control.contains(StatusControl::ALERT));
+        let mut id = [0u8; 1];
+        ram.read(0x2000, &mut id).unwrap();
+        assert_eq!(id, [0xff], "SENSE ID ran before the check");
+    }
+
+    #[test]
+    fn orb_without_our_path_gets_deferred_cc3() {
+        let ram = ram(0x10000);
+        let mut sim = sim(Duration::ZERO);
+        put_ccw(&ram, 0x1000, device::CMD_NOP, 0x00, 0, 0);
+        let orb = Orb {
+            format1: true,
+            lpm: 0x40,
+            cpa: 0x1000,
+            ..Orb::default()
+        };
+        let program = translate(&orb, &ram).unwrap();
+        sim.start(Arc::new(program), ram.clone());
+        let scsw = run_to_end(&mut sim)[0].scsw;
+        assert_eq!(scsw.deferred_cc, 3);
+        assert_eq!(scsw.cpa, 0x1000);
+    }
 }
