@@ -14,7 +14,7 @@ use vhost_user_ccw_protocol::arch::{
     Ccw, CcwFlags, DeviceStatus, FunctionControl, StatusControl, SubchannelStatus,
 };
 use vhost_user_ccw_protocol::wire::{
-    CONTROL_WINDOW_BASE, DEVICE_FEATURES, Event, ProgramErrorCode, Request, RequestType,
+    CAP_FORMAT0_CCW, CAP_HALT_CLEAR, CAP_IDAW_FORMAT1, CAP_IDAW_FORMAT2, CONTROL_WINDOW_BASE, DEVICE_FEATURES, Event, ProgramErrorCode, Request, RequestType,
     ResponseStatus,
 };
 use vhost_user_ccw_tests::{Backend, binary, start};
@@ -59,6 +59,11 @@ fn sense_id_lands_the_device_identity_in_guest_memory() {
     assert_eq!(config.schib.pmcw.pim, 0x80);
     assert_eq!(config.schib.pmcw.chpid[0], 0x40);
     assert_eq!(config.sense_id.cu_type, 0x5000);
+    assert_eq!(config.version, 1);
+    assert_eq!(
+        config.capabilities,
+        CAP_FORMAT0_CCW | CAP_IDAW_FORMAT1 | CAP_IDAW_FORMAT2 | CAP_HALT_CLEAR
+    );
 
     conn.write_ram(0x2000, &[0xaa; 40]).unwrap();
     put_ccw(&conn, 0x1000, 0xe4, CcwFlags::SLI, 40, 0x2000);

@@ -12,7 +12,7 @@ use log::{debug, error, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use vhost_user_ccw_protocol::wire::{
-    CAP_HALT_CLEAR, ConfigSpace, DEVICE_FEATURES, EVENT_QUEUE, Event, MAX_QUEUE_SIZE, NUM_QUEUES,
+    CAP_FORMAT0_CCW, CAP_HALT_CLEAR, CAP_IDAW_FORMAT1, CAP_IDAW_FORMAT2, ConfigSpace, DEVICE_FEATURES, EVENT_QUEUE, Event, MAX_QUEUE_SIZE, NUM_QUEUES,
     PROTOCOL_FEATURE_BITS, PROTOCOL_VERSION, REQUEST_QUEUE, Request, Response, ResponseStatus,
     VIRTIO_CCW_F_CRW, VIRTIO_CCW_F_PROTOCOL_V1,
 };
@@ -123,7 +123,7 @@ impl Session {
             ssid: identity.ssid,
             schno: identity.schno,
             devno: schib.pmcw.devno,
-            capabilities: CAP_HALT_CLEAR,
+            capabilities: CAP_FORMAT0_CCW | CAP_IDAW_FORMAT1 | CAP_IDAW_FORMAT2 | CAP_HALT_CLEAR,
             schib,
             chpid_type: identity.chpid_type,
             sense_id: identity.sense_id,
