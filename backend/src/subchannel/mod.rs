@@ -89,7 +89,8 @@ pub enum EventKind {
     Store,
     /// A final (primary or secondary status) solicited interruption.
     FinalInterrupt,
-    /// An intermediate interruption (PCI) of a running program.
+    /// An interruption that does not end the function: intermediate status
+    /// (PCI), or status while the subchannel or device is still active.
     IntermediateInterrupt,
     /// An unsolicited interruption (alert status only).
     UnsolicitedInterrupt,
@@ -168,10 +169,12 @@ impl Input<'_> {
             Input::Interrupt(irb) => {
                 if irb.scsw.is_unsolicited() {
                     EventKind::UnsolicitedInterrupt
-                } else if irb.scsw.is_intermediate_only() {
-                    EventKind::IntermediateInterrupt
-                } else {
+                } else if irb.scsw.is_final() {
                     EventKind::FinalInterrupt
+                } else {
+                    // Intermediate status (PCI), or primary status while the
+                    // device is still active: the function goes on.
+                    EventKind::IntermediateInterrupt
                 }
             }
             Input::PathEvent { .. } => EventKind::PathEvent,
@@ -401,6 +404,15 @@ impl<H: HostSubchannel> Subchannel<H> {
         self.start.is_some() || self.halt_tag.is_some() || self.clear_tag.is_some()
     }
 
+    /// Enter NOT_OPER: everything in progress is lost, and interruptions not
+    /// yet delivered belong to a device that is no longer usable.
+    fn not_operational(&mut self) -> State {
+        self.free_all();
+        self.events
+            .retain(|e| !matches!(e, Event::Interrupt { .. }));
+        State::NotOper
+    }
+
     /// Drop every function and program reference. The host keeps its own
     /// reference to a program it still runs, so this never frees memory in
     /// use by the channel.
@@ -429,6 +441,13 @@ impl<H: HostSubchannel> Subchannel<H> {
     /// device is not there or still runs work that cannot be stopped (a
     /// previous session's quiesce failed).
     fn bring_up(&mut self) -> State {
+        // Status left pending by an earlier session is stale: collect and
+        // drop it, so that nothing of it reaches this session.
+        let mut stale = Vec::new();
+        if let Err(e) = self.host.poll(&mut stale) {
+            log::error!("the subchannel cannot be polled: {e}");
+            return State::NotOper;
+        }
         let busy = self
             .host
             .store()

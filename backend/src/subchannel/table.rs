@@ -65,9 +65,9 @@ pub const TABLE: [[Action; 13]; 6] = [
     //               Open  Close Start Issue Halt  Clear Store Final Interm. Unsol. PathEv. DevGone IntErr
     /* Closed */    [Opn,  Stay, Cc3,  Stay, Cc3,  Cc3,  Cc3,  Ign,  Ign,    Ign,   Stay,   Stay,   Stay],
     /* Idle */      [Stay, Cls,  Strt, Stay, Hlt,  Clr,  Sto,  Final,Fwd,    Fwd,   Path,   Gone,   Fail],
-    /* CpProcess. */[Stay, Cls,  Busy, Iss,  Busy, Busy, Busy, Final,Fwd,    Fwd,   Path,   Gone,   Fail],
+    /* CpProcess. */[Stay, Cls,  Busy, Iss,  Busy, Clr,  Sto,  Final,Fwd,    Fwd,   Path,   Gone,   Fail],
     /* CpPending */ [Stay, Cls,  Strt, Stay, Hlt,  Clr,  Sto,  Final,Fwd,    Fwd,   Path,   Gone,   Fail],
-    /* NotOper */   [Stay, Cls,  Cc3,  Stay, Cc3,  Cc3,  Cc3,  Ign,  Ign,    Ign,   Rev,    Stay,   Fail],
+    /* NotOper */   [Stay, Cls,  Cc3,  Stay, Cc3,  Cc3,  Cc3,  Ign,  Ign,    Ign,   Rev,    Gone,   Fail],
     /* Broken */    [Stay, Cls,  BrkR, Stay, BrkR, BrkR, BrkR, Ign,  Ign,    Ign,   Stay,   Stay,   Stay],
 ];
 
@@ -176,7 +176,7 @@ fn start<H: HostSubchannel>(sch: &mut Subchannel<H>, input: Input<'_>) -> State 
         Err(e) => {
             log::info!("channel program rejected: {e}");
             sch.response = unit_exception(e.code());
-            State::Idle
+            sch.state
         }
     }
 }
@@ -187,6 +187,17 @@ fn issue<H: HostSubchannel>(sch: &mut Subchannel<H>, _: Input<'_>) -> State {
     let Some(translated) = sch.translated.take() else {
         return State::Idle;
     };
+    // Something happened between translation and issue (an interruption
+    // arrived, a CLEAR was accepted): the START is refused as it would have
+    // been had it come a moment later.
+    if sch.interruption_pending(false) {
+        sch.response = Response::cc(1);
+        return State::Idle;
+    }
+    if sch.any_function() {
+        sch.response = Response::cc(2);
+        return State::Idle;
+    }
     let cc = sch
         .host
         .start(Arc::clone(&translated.program), translated.ram);
@@ -200,10 +211,7 @@ fn issue<H: HostSubchannel>(sch: &mut Subchannel<H>, _: Input<'_>) -> State {
             State::CpPending
         }
         HostCc::StatusPending | HostCc::Busy => State::Idle,
-        HostCc::NotOperational => {
-            sch.free_all();
-            State::NotOper
-        }
+        HostCc::NotOperational => sch.not_operational(),
     }
 }
 
@@ -229,10 +237,7 @@ fn halt<H: HostSubchannel>(sch: &mut Subchannel<H>, input: Input<'_>) -> State {
             sch.state
         }
         HostCc::StatusPending | HostCc::Busy => sch.state,
-        HostCc::NotOperational => {
-            sch.free_all();
-            State::NotOper
-        }
+        HostCc::NotOperational => sch.not_operational(),
     }
 }
 
@@ -252,14 +257,11 @@ fn clear<H: HostSubchannel>(sch: &mut Subchannel<H>, input: Input<'_>) -> State 
             sch.state
         }
         HostCc::StatusPending | HostCc::Busy => sch.state,
-        HostCc::NotOperational => {
-            sch.free_all();
-            State::NotOper
-        }
+        HostCc::NotOperational => sch.not_operational(),
     }
 }
 
-fn store<H: HostSubchannel>(sch: &mut Subchannel<H>, _: Input<'_>) -> State {
+fn store<H: HostSubchannel>(sch: &mut Subchannel<H>, input: Input<'_>) -> State {
     match sch.host.store() {
         Ok(schib) => {
             sch.response = Response::cc(0);
@@ -268,14 +270,12 @@ fn store<H: HostSubchannel>(sch: &mut Subchannel<H>, _: Input<'_>) -> State {
         }
         Err(HostError::NotOperational) => {
             sch.response = Response::cc(3);
-            sch.free_all();
-            State::NotOper
+            sch.not_operational()
         }
         Err(e) => {
             log::error!("STORE SUBCHANNEL failed: {e}");
             sch.response = Response::status(ResponseStatus::Broken, 0);
-            sch.free_all();
-            State::Broken
+            broken(sch, input)
         }
     }
 }
@@ -328,10 +328,12 @@ fn final_irb<H: HostSubchannel>(sch: &mut Subchannel<H>, input: Input<'_>) -> St
 /// nothing: the program keeps running.
 fn forward_irb<H: HostSubchannel>(sch: &mut Subchannel<H>, input: Input<'_>) -> State {
     if let Input::Interrupt(irb) = input {
-        let tag = if irb.scsw.is_intermediate_only() {
-            sch.start.as_ref().map_or(0, |s| s.tag)
-        } else {
+        // Status of a function still in progress belongs to the START;
+        // unsolicited status to nobody.
+        let tag = if irb.scsw.is_unsolicited() {
             0
+        } else {
+            sch.start.as_ref().map_or(0, |s| s.tag)
         };
         sch.emit(Event::Interrupt { tag, irb });
     }
@@ -366,16 +368,15 @@ fn revive<H: HostSubchannel>(sch: &mut Subchannel<H>, input: Input<'_>) -> State
 }
 
 fn gone<H: HostSubchannel>(sch: &mut Subchannel<H>, _: Input<'_>) -> State {
-    sch.free_all();
-    sch.events.retain(|e| !matches!(e, Event::Interrupt { .. }));
+    let next = sch.not_operational();
     sch.emit(Event::DeviceGone);
-    State::NotOper
+    next
 }
 
 /// The backend failed: stop the host's work so that nothing runs on a
 /// program the state machine no longer tracks, drop everything.
 fn broken<H: HostSubchannel>(sch: &mut Subchannel<H>, _: Input<'_>) -> State {
-    if sch.start.is_some() {
+    if sch.any_function() {
         let _ = sch.host.clear();
     }
     sch.free_all();

@@ -268,8 +268,12 @@ fn interrupt_during_translation_cannot_free_the_program() {
     sch.dispatch(Input::Interrupt(irb));
     assert_eq!(sch.state(), State::CpProcessing);
     assert!(sch.has_program(), "the program being translated survives");
-    assert_eq!(sch.dispatch(Input::Issue), State::CpPending);
-    assert!(sch.host().program.is_some());
+    // The interruption is now status pending: the START is refused with
+    // cc 1, and only that failure drops its program.
+    assert_eq!(sch.dispatch(Input::Issue), State::Idle);
+    assert_eq!(sch.request(&store(), None).cc, 0);
+    assert!(!sch.has_program());
+    assert!(sch.host().program.is_none(), "nothing was started");
 }
 
 /// 2019 quiesce loop: halts complete during the wait; the loop restarted at
