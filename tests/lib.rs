@@ -5,6 +5,8 @@
 //! (`cargo build --workspace --bins` puts them there; `scripts/test.sh` does
 //! that first), or in `VHOST_USER_CCW_BIN_DIR`.
 
+pub mod qemu;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,7 +39,7 @@ pub fn binary(name: &str) -> PathBuf {
 pub struct Backend {
     child: Child,
     socket: PathBuf,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Backend {
@@ -57,6 +59,19 @@ impl Backend {
     pub fn start_on_cpu(device: &str, log: &str, cpu: Option<usize>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("ccw.sock");
+        let mut backend = Self::spawn(&socket, device, log, cpu);
+        backend._dir = Some(dir);
+        backend
+    }
+
+    /// Start the backend on a given socket path (to restart one in place).
+    pub fn start_at(socket: &Path, device: &str) -> Self {
+        // A stale socket file would look like a listening backend.
+        let _ = std::fs::remove_file(socket);
+        Self::spawn(socket, device, "debug", None)
+    }
+
+    fn spawn(socket: &Path, device: &str, log: &str, cpu: Option<usize>) -> Self {
         let mut command = match cpu {
             Some(cpu) => {
                 let mut taskset = Command::new("taskset");
@@ -70,7 +85,7 @@ impl Backend {
         };
         let child = command
             .arg("--socket-path")
-            .arg(&socket)
+            .arg(socket)
             .arg("--device")
             .arg(device)
             .env("RUST_LOG", log)
@@ -79,11 +94,17 @@ impl Backend {
             .expect("spawn vhost-user-ccw");
         let backend = Self {
             child,
-            socket,
-            _dir: dir,
+            socket: socket.to_path_buf(),
+            _dir: None,
         };
         backend.wait_for_socket();
         backend
+    }
+
+    /// Kill the backend (SIGKILL) and wait for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn wait_for_socket(&self) {
