@@ -14,8 +14,8 @@ use vhost_user_ccw_protocol::arch::{
     Ccw, CcwFlags, DeviceStatus, FunctionControl, StatusControl, SubchannelStatus,
 };
 use vhost_user_ccw_protocol::wire::{
-    CAP_FORMAT0_CCW, CAP_HALT_CLEAR, CAP_IDAW_FORMAT1, CAP_IDAW_FORMAT2, CONTROL_WINDOW_BASE, DEVICE_FEATURES, Event, ProgramErrorCode, Request, RequestType,
-    ResponseStatus,
+    CAP_FORMAT0_CCW, CAP_HALT_CLEAR, CAP_IDAW_FORMAT1, CAP_IDAW_FORMAT2, CONTROL_WINDOW_BASE,
+    DEVICE_FEATURES, Event, ProgramErrorCode, Request, RequestType, ResponseStatus,
 };
 use vhost_user_ccw_tests::{Backend, binary, start};
 

@@ -143,6 +143,16 @@ impl GuestRam {
         }
     }
 
+    /// `size` bytes of anonymous memory at guest address 0, as guest RAM:
+    /// for tools without a frontend (benchmarks, fuzz targets). Anonymous
+    /// memory has no file that could be too short, so there is nothing for
+    /// [`validate`] to check.
+    pub fn anonymous(size: usize) -> std::io::Result<GuestRam> {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)])
+            .map_err(std::io::Error::other)?;
+        Ok(Self::new(Arc::new(mem)))
+    }
+
     /// How many references keep this mapping alive (tests check that a
     /// failed translation keeps none).
     #[cfg(test)]

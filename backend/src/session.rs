@@ -12,9 +12,10 @@ use log::{debug, error, warn};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost_user_backend::{VhostUserBackendMut, VringRwLock, VringT};
 use vhost_user_ccw_protocol::wire::{
-    CAP_FORMAT0_CCW, CAP_HALT_CLEAR, CAP_IDAW_FORMAT1, CAP_IDAW_FORMAT2, ConfigSpace, DEVICE_FEATURES, EVENT_QUEUE, Event, MAX_QUEUE_SIZE, NUM_QUEUES,
-    PROTOCOL_FEATURE_BITS, PROTOCOL_VERSION, REQUEST_QUEUE, Request, Response, ResponseStatus,
-    VIRTIO_CCW_F_CRW, VIRTIO_CCW_F_PROTOCOL_V1,
+    CAP_FORMAT0_CCW, CAP_HALT_CLEAR, CAP_IDAW_FORMAT1, CAP_IDAW_FORMAT2, ConfigSpace,
+    DEVICE_FEATURES, EVENT_QUEUE, Event, MAX_QUEUE_SIZE, NUM_QUEUES, PROTOCOL_FEATURE_BITS,
+    PROTOCOL_VERSION, REQUEST_QUEUE, Request, Response, ResponseStatus, VIRTIO_CCW_F_CRW,
+    VIRTIO_CCW_F_PROTOCOL_V1,
 };
 use virtio_queue::QueueT;
 use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};

@@ -632,4 +632,6 @@ fn idaw_value(bytes: &[u8]) -> u64 {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

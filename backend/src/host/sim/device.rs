@@ -89,6 +89,11 @@ impl BufferDevice {
         }
     }
 
+    /// The buffer's bytes (tests compare two devices with it).
+    pub fn contents(&self) -> &[u8] {
+        &self.data
+    }
+
     fn reject(&mut self) -> DeviceResponse {
         self.sense = Sense::default();
         self.sense.0[0] = Sense::COMMAND_REJECT;

@@ -26,7 +26,7 @@ use vmm_sys_util::timerfd::TimerFd;
 use self::device::DeviceModel;
 use super::{HostCc, HostError, HostEvent, HostSubchannel, Identity};
 use crate::memory::GuestRam;
-use crate::translate::{CCW_SIZE, CcwKind, ChannelProgram, Direction};
+use crate::translate::{CCW_SIZE, CcwKind, ChannelProgram, Direction, MAX_DATA_BYTES};
 
 /// Parameters of a simulated subchannel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,6 +331,11 @@ impl SimSubchannel {
 /// Most CCWs one poll executes before yielding to the event loop.
 const CCWS_PER_POLL: u32 = 1024;
 
+/// Most CCWs one command data-chains. With [`MAX_DATA_BYTES`] it bounds a
+/// data chain that loops through a TIC (which would otherwise be collected
+/// forever); no chain that does not loop reaches either bound.
+const MAX_CHAIN_CCWS: usize = 1 << 16;
+
 /// The CPA stored once the CCW at `addr` has been used: the next CCW.
 fn cpa_after(addr: u64) -> u32 {
     // CCW addresses come from 31-bit CPAs and TIC targets.
@@ -395,6 +400,7 @@ fn execute_step(
     let mut parts: Vec<Part> = Vec::with_capacity(1);
     let mut index = first;
     let mut broken_chain = None;
+    let mut collected = 0u64;
     loop {
         let entry = &program.ccws[index];
         let CcwKind::Command { flags, count, .. } = &entry.kind else {
@@ -408,6 +414,12 @@ fn execute_step(
             count: *count,
         });
         if !flags.contains(CcwFlags::CD) {
+            break;
+        }
+        // A data chain looping through a TIC: the device is offered this
+        // much, as if the chain ended here.
+        collected += u64::from(*count);
+        if collected > MAX_DATA_BYTES || parts.len() >= MAX_CHAIN_CCWS {
             break;
         }
         match entry.sequential {
@@ -492,8 +504,12 @@ fn execute_step(
         pci,
     };
     if let Some(addr) = broken_chain {
-        // Data chaining ran into a program error.
-        if transferred >= total && cstat.is_empty() {
+        // Data chaining ran into a program error. The channel fetches the
+        // next CCW as soon as the count of the last good one is exhausted,
+        // so the error counts whenever the device took all the data, also
+        // when it wanted more (POPs: the residual count cannot be zero with
+        // chain data at channel end).
+        if response.length >= total {
             return Step {
                 pci,
                 ..Step::program_check(addr)
@@ -502,7 +518,9 @@ fn execute_step(
         return step;
     }
     let normal = DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END;
+    // CD overrides CC (the chain was cut above).
     let chains = part.flags.contains(CcwFlags::CC)
+        && !part.flags.contains(CcwFlags::CD)
         && cstat.is_empty()
         && (response.status == normal || response.status == normal | DeviceStatus::STATUS_MODIFIER);
     if chains {
