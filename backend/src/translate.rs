@@ -284,15 +284,31 @@ mod check {
     pub const IDAL_ADDRESS: &str = "IDAL outside guest RAM";
     pub const IDAW_FORMAT1: &str = "format-1 IDAW with bit 0 set";
     pub const IDAW_BOUNDARY: &str = "IDAW after the first not on a block boundary";
-    pub const FLAGS: &str = "CCW flag bits invalid for the format";
+    pub const FLAGS: &str = "MIDA flag without MIDAW control";
+    pub const SUSPEND: &str = "suspend flag without suspend control";
+    pub const NOT_FETCHED: &str = "beyond the translator's limits (reached only by a skip)";
+}
+
+/// What the builder knows about the next CCW of a segment.
+#[derive(Debug, Clone, Copy)]
+struct Context {
+    /// It continues a data chain of this direction (its command code is
+    /// ignored).
+    chained: Option<Direction>,
+    /// The CCW before it command-chains to it.
+    command_chained: bool,
+    /// It lies past a TIC: only a status modifier can lead to it, so a
+    /// translator limit reached here is a check point, not a refusal.
+    speculative: bool,
 }
 
 struct Builder<'a> {
     ram: &'a GuestRam,
     mode: Mode,
     program: ChannelProgram,
-    /// TIC entries whose target is not resolved yet.
-    pending_tics: Vec<(usize, u64)>,
+    /// TIC entries whose target is not resolved yet, with the direction a
+    /// data chain running through the TIC carries into the target.
+    pending_tics: Vec<(usize, u64, Option<Direction>)>,
     idal: Vec<u8>,
 }
 
@@ -323,9 +339,9 @@ impl Builder<'_> {
             self.push_check(cpa, check::CPA_ALIGNMENT);
             return Ok(());
         }
-        self.segment(cpa)?;
+        self.segment(cpa, None)?;
         // Resolve TICs; every unresolved target starts a new segment.
-        while let Some((tic, target)) = self.pending_tics.pop() {
+        while let Some((tic, target, chained)) = self.pending_tics.pop() {
             let index = match self.program.index_of(target) {
                 Some(existing) => existing,
                 None => {
@@ -333,7 +349,7 @@ impl Builder<'_> {
                     if target % CCW_SIZE != 0 {
                         self.push_check(target, check::TIC_ALIGNMENT);
                     } else {
-                        self.segment(target)?;
+                        self.segment(target, chained)?;
                     }
                     first
                 }
@@ -378,8 +394,9 @@ impl Builder<'_> {
         self.program.ccws.len() - 1
     }
 
-    /// Fetch one segment starting at `start`.
-    fn segment(&mut self, start: u64) -> Result<(), TranslateError> {
+    /// Fetch one segment starting at `start`. `chained` is the direction
+    /// of a data chain that continues into its first CCW.
+    fn segment(&mut self, start: u64, chained: Option<Direction>) -> Result<(), TranslateError> {
         if self.program.segments.len() == MAX_SEGMENTS {
             return Err(TranslateError::TooLarge("more than 16 segments"));
         }
@@ -399,10 +416,21 @@ impl Builder<'_> {
             self.push_check_in_segment(start, check::CCW_ADDRESS);
             return Ok(());
         }
+        let mut context = Context {
+            chained,
+            command_chained: false,
+            speculative: false,
+        };
         let mut slot = 0usize;
         loop {
             let addr = start + CCW_SIZE * slot as u64;
             if slot == MAX_SEGMENT_CCWS {
+                if context.speculative {
+                    // Past a TIC only a status modifier can lead here; the
+                    // channel would program-check if it ever did.
+                    self.push_check_in_segment(addr, check::NOT_FETCHED);
+                    break;
+                }
                 return Err(TranslateError::TooLarge(
                     "more than 256 chained CCWs in a segment",
                 ));
@@ -428,18 +456,25 @@ impl Builder<'_> {
                     kind: CcwKind::Tic { target: u32::MAX },
                     sequential: None,
                 });
-                self.pending_tics.push((index, target));
-                // An orientation loop: a TIC back into this segment; the
-                // channel may still skip it (status modifier), so the
-                // segment goes on.
-                if target >= start && target < addr {
+                self.pending_tics.push((index, target, context.chained));
+                // A status modifier on the CCW before the TIC skips it (a
+                // search loop: SEARCH; TIC *-8; READ), and so does an
+                // orientation loop back into this segment: the CCW after the
+                // TIC must be there. It is reached by command chaining only.
+                let backwards = target >= start && target < addr;
+                if backwards || context.command_chained {
+                    context = Context {
+                        chained: None,
+                        command_chained: false,
+                        speculative: true,
+                    };
                     continue;
                 }
                 break;
             }
-            let chains = self.command(addr, ccw)?;
-            if !chains {
-                break;
+            match self.command(addr, ccw, &context)? {
+                Some(next) => context = next,
+                None => break,
             }
         }
         // Link every entry of the segment to its successor in storage.
@@ -468,37 +503,55 @@ impl Builder<'_> {
         });
     }
 
-    /// Add a command CCW; returns whether the chain continues after it.
-    fn command(&mut self, addr: u64, ccw: Ccw) -> Result<bool, TranslateError> {
+    /// Add a command CCW (or, for a program error, a check point). Returns
+    /// the context of the next CCW when the chain continues, `None` when
+    /// the segment ends here.
+    fn command(
+        &mut self,
+        addr: u64,
+        ccw: Ccw,
+        context: &Context,
+    ) -> Result<Option<Context>, TranslateError> {
         let flags = ccw.flags;
-        // Whitelist of CCW flags.
+        // Whitelist of CCW flags. The ORB refused suspend and MIDAW
+        // control, so these flags are program errors (POPs: suspend flag
+        // without suspend control, MIDA flag without MIDAW control).
         if flags.contains(CcwFlags::S) {
-            return Err(TranslateError::Unsupported("suspend flag"));
+            self.push_check_in_segment(addr, check::SUSPEND);
+            return Ok(None);
         }
         if flags.contains(CcwFlags::MIDA) {
-            if self.mode.format1 {
-                return Err(TranslateError::Unsupported("MIDAW flag"));
-            }
-            // Format 0 has no MIDA bit: it must be zero.
             self.push_check_in_segment(addr, check::FLAGS);
-            return Ok(false);
+            return Ok(None);
         }
-        let Some(direction) = Direction::of(ccw.cmd) else {
-            self.push_check_in_segment(addr, check::COMMAND);
-            return Ok(false);
+        // In a data chain the command code is ignored: the CCW continues
+        // the transfer of the command that started the chain.
+        let direction = match context.chained {
+            Some(direction) => direction,
+            None => match Direction::of(ccw.cmd) {
+                Some(direction) => direction,
+                None => {
+                    self.push_check_in_segment(addr, check::COMMAND);
+                    return Ok(None);
+                }
+            },
         };
         if ccw.count == 0 {
             if !self.mode.format1 {
                 self.push_check_in_segment(addr, check::ZERO_COUNT);
-                return Ok(false);
+                return Ok(None);
             }
-            if flags.contains(CcwFlags::CD) {
+            if flags.contains(CcwFlags::CD) || context.chained.is_some() {
                 self.push_check_in_segment(addr, check::CD_ZERO_COUNT);
-                return Ok(false);
+                return Ok(None);
             }
         }
         self.program.data_bytes += u64::from(ccw.count);
         if self.program.data_bytes > MAX_DATA_BYTES {
+            if context.speculative {
+                self.push_check_in_segment(addr, check::NOT_FETCHED);
+                return Ok(None);
+            }
             return Err(TranslateError::TooLarge("more than 16 MiB of data"));
         }
         let first_piece = self.program.pieces.len();
@@ -516,8 +569,9 @@ impl Builder<'_> {
         // count, a NOP, or input with SKIP. The IDAL is fetched all the
         // same when the CCW has one.
         const NOP: u8 = 0x03;
+        let nop = context.chained.is_none() && ccw.cmd == NOP;
         let moves_data = ccw.count > 0
-            && ccw.cmd != NOP
+            && !nop
             && !(direction == Direction::In && flags.contains(CcwFlags::SKIP));
         let fault = match addressing {
             Addressing::Direct if moves_data => self.direct(ccw),
@@ -527,7 +581,7 @@ impl Builder<'_> {
         if let Some(reason) = fault {
             self.program.pieces.truncate(first_piece);
             self.push_check_in_segment(addr, reason);
-            return Ok(false);
+            return Ok(None);
         }
         let data = u32::try_from(first_piece).unwrap_or(u32::MAX)
             ..u32::try_from(self.program.pieces.len()).unwrap_or(u32::MAX);
@@ -543,7 +597,22 @@ impl Builder<'_> {
             },
             sequential: None,
         });
-        Ok(flags.intersects(CcwFlags::CC | CcwFlags::CD))
+        // CD takes precedence over CC.
+        Ok(if flags.contains(CcwFlags::CD) {
+            Some(Context {
+                chained: Some(direction),
+                command_chained: false,
+                speculative: context.speculative,
+            })
+        } else if flags.contains(CcwFlags::CC) {
+            Some(Context {
+                chained: None,
+                command_chained: true,
+                speculative: context.speculative,
+            })
+        } else {
+            None
+        })
     }
 
     /// Direct addressing: the data area in guest RAM and within the format's

@@ -1287,36 +1287,39 @@ mod tests {
         let program = translate(&orb(0x1000), &ram).unwrap();
         assert_eq!(program.segments.len(), 2);
         let hp = build(&program);
-        let expected: [[u8; 8]; 9] = [
-            [0x31, 0x44, 0x00, 0x05, 0x70, 0x00, 0x00, 0x48],
+        // The READ command-chains to the TIC, so a status modifier could
+        // skip it: the segment goes on to 0x1020 (zeros: a check point).
+        let expected: [[u8; 8]; 10] = [
+            [0x31, 0x44, 0x00, 0x05, 0x70, 0x00, 0x00, 0x50],
             [0x08, 0x00, 0x00, 0x00, 0x70, 0x00, 0x00, 0x00], // back to the search
-            [0x06, 0x44, 0x02, 0x00, 0x70, 0x00, 0x00, 0x50],
-            [0x08, 0x00, 0x00, 0x00, 0x70, 0x00, 0x00, 0x30], // to segment 1
+            [0x06, 0x44, 0x02, 0x00, 0x70, 0x00, 0x00, 0x58],
+            [0x08, 0x00, 0x00, 0x00, 0x70, 0x00, 0x00, 0x38], // to segment 1
+            [0x08, 0x00, 0x00, 0x00, 0x70, 0x00, 0x00, 0x20], // check point
             [0; 8],
             [0; 8],
-            [0x03, 0x04, 0x00, 0x00, 0x70, 0x00, 0x00, 0x58], // NOP
+            [0x03, 0x04, 0x00, 0x00, 0x70, 0x00, 0x00, 0x60], // NOP
             [0; 8],
             [0; 8],
         ];
         assert_eq!(hp.ccw_area(), expected.concat());
         assert_eq!(
-            idal(&hp, 0x7000_0048, 2),
+            idal(&hp, 0x7000_0050, 2),
             [LOW_IOVA + 0x2000, LOW_IOVA + 0x3000]
         );
         // The NOP's IDAW: the scratch block on the next page.
         assert_eq!(hp.scratch_iova(), Some(0x7000_1000));
-        assert_eq!(idal(&hp, 0x7000_0058, 1), [0x7000_1000]);
+        assert_eq!(idal(&hp, 0x7000_0060, 1), [0x7000_1000]);
         assert_eq!(hp.image_len(), 0x2000);
         assert_eq!(
             hp.guest_cpa(0x7000_0020),
             Some(0x1020),
             "one past the last TIC"
         );
-        assert_eq!(hp.guest_cpa(0x7000_0030), Some(0x5000));
-        assert_eq!(hp.guest_cpa(0x7000_0038), Some(0x5008));
+        assert_eq!(hp.guest_cpa(0x7000_0038), Some(0x5000));
+        assert_eq!(hp.guest_cpa(0x7000_0040), Some(0x5008));
         assert_eq!(hp.guest_address(0x7000_1000), None, "scratch block");
-        assert_eq!(hp.guest_address(0x7000_0060), None, "padding");
-        assert_eq!(hp.guest_address(0x7000_0058), Some(0x5000));
+        assert_eq!(hp.guest_address(0x7000_0068), None, "padding");
+        assert_eq!(hp.guest_address(0x7000_0060), Some(0x5000));
     }
 
     #[test]
@@ -1364,32 +1367,35 @@ mod tests {
         let ram = ram(RAM);
         put(&ram, 0x1000, 0x03, CcwFlags::CC, 0, 0);
         put(&ram, 0x1008, 0x08, CcwFlags::empty(), 0, 0x5000);
+        // Reached only if a status modifier skipped the TIC.
+        put(&ram, 0x1010, 0x03, CcwFlags::empty(), 0, 0);
         put(&ram, 0x5000, 0x08, CcwFlags::empty(), 0, 0x6000);
         put(&ram, 0x6000, 0x03, CcwFlags::empty(), 0, 0);
         let program = translate(&orb(0x1000), &ram).unwrap();
-        // Entries: NOP, TIC (segment 0); TIC (segment 1); the detached
-        // check at 0x5000; NOP (segment 2).
-        assert_eq!(program.ccws.len(), 5);
-        assert!(matches!(program.ccws[3].kind, CcwKind::Check { .. }));
-        assert_eq!(program.ccws[1].kind, CcwKind::Tic { target: 3 });
+        // Entries: NOP, TIC, NOP (segment 0); TIC (segment 1); the
+        // detached check at 0x5000; NOP (segment 2).
+        assert_eq!(program.ccws.len(), 6);
+        assert!(matches!(program.ccws[4].kind, CcwKind::Check { .. }));
+        assert_eq!(program.ccws[1].kind, CcwKind::Tic { target: 4 });
         let hp = build(&program);
-        let hosts: Vec<u32> = (0..5).map(|i| hp.host_ccw(i).unwrap()).collect();
+        let hosts: Vec<u32> = (0..6).map(|i| hp.host_ccw(i).unwrap()).collect();
         assert_eq!(
             hosts,
             [
                 0x7000_0000,
                 0x7000_0008,
-                0x7000_0020,
-                0x7000_0038,
-                0x7000_0050
+                0x7000_0010,
+                0x7000_0028,
+                0x7000_0040,
+                0x7000_0058
             ]
         );
-        assert_eq!(ccw_at(&hp, 0x7000_0008).cda, 0x7000_0038);
-        assert_eq!(ccw_at(&hp, 0x7000_0038).cda, 0x7000_0038);
+        assert_eq!(ccw_at(&hp, 0x7000_0008).cda, 0x7000_0040);
+        assert_eq!(ccw_at(&hp, 0x7000_0040).cda, 0x7000_0040);
         // The channel stops at the second TIC: CPA = guest 0x5000 + 8.
-        assert_eq!(hp.guest_cpa(0x7000_0040), Some(0x5008));
+        assert_eq!(hp.guest_cpa(0x7000_0048), Some(0x5008));
         assert_eq!(
-            hp.guest_cpa(0x7000_0048),
+            hp.guest_cpa(0x7000_0050),
             Some(0x5010),
             "one past its fence"
         );
@@ -1525,7 +1531,9 @@ mod tests {
                 cmd: 0x08,
                 flags: CcwFlags::empty(),
                 count: 0,
-                cda: 0x7000_0020
+                // Segment 0: READ, TIC, and the check point after the TIC
+                // (zeros: a zero-count format-0 CCW), fence, pad.
+                cda: 0x7000_0028
             },
             "the format-0 TIC 0x18 is a format-1 TIC 0x08"
         );

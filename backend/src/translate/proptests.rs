@@ -1336,7 +1336,6 @@ fn data_chaining_into_a_bad_ccw_after_the_device_wanted_more_is_a_program_check(
 /// its own command code: a NOP code in a READ's data chain gets no data
 /// area, so the bytes the device reads for it are dropped.
 #[test]
-#[ignore = "translator: data-chained CCW classified by its own command code"]
 fn known_discrepancy_data_chained_nop_code_drops_read_data() {
     assert_same(
         &[
@@ -1350,7 +1349,6 @@ fn known_discrepancy_data_chained_nop_code_drops_read_data() {
 /// Same cause: a WRITE code with SKIP in a READ's data chain is taken as
 /// output (SKIP ignored), so the skipped bytes are stored anyway.
 #[test]
-#[ignore = "translator: data-chained CCW classified by its own command code"]
 fn known_discrepancy_data_chained_write_code_ignores_skip_of_read() {
     assert_same(
         &[
@@ -1364,7 +1362,6 @@ fn known_discrepancy_data_chained_write_code_ignores_skip_of_read() {
 /// Same cause: an invalid command code (low nibble 0) in a data-chained
 /// CCW becomes a program check, where the channel ignores the code.
 #[test]
-#[ignore = "translator: data-chained CCW classified by its own command code"]
 fn known_discrepancy_data_chained_invalid_code_is_a_program_check() {
     assert_same(
         &[
@@ -1379,7 +1376,6 @@ fn known_discrepancy_data_chained_invalid_code_is_a_program_check() {
 /// count, whether or not it has CD itself. The translator only refuses a
 /// zero count with CD.
 #[test]
-#[ignore = "translator: zero count in a data-chained CCW without CD is accepted"]
 fn known_discrepancy_zero_count_in_data_chained_ccw_is_accepted() {
     assert_same(
         &[
@@ -1396,7 +1392,6 @@ fn known_discrepancy_zero_count_in_data_chained_ccw_is_accepted() {
 /// program-checks where the channel runs it, with CPA 0x1018: outside the
 /// program, which the subchannel state machine takes for a broken host.
 #[test]
-#[ignore = "translator: status modifier over a forward TIC reaches an untranslated CCW"]
 fn known_discrepancy_status_modifier_skipping_a_forward_tic() {
     // The device's first bytes are zero: SEARCH for 0x00 matches.
     assert_same(
@@ -1415,7 +1410,6 @@ fn known_discrepancy_status_modifier_skipping_a_forward_tic() {
 /// so whatever is there can refuse the whole START (here a suspend flag:
 /// "unsupported"), where the guest should see a program check.
 #[test]
-#[ignore = "translator: the target of a TIC to a TIC is translated"]
 fn known_discrepancy_tic_to_tic_target_is_still_translated() {
     assert_same(
         &[
@@ -1434,7 +1428,6 @@ fn known_discrepancy_tic_to_tic_target_is_still_translated() {
 /// in unit exception, and the bytes after the TIC (0x5a: suspend flag set)
 /// are never used.
 #[test]
-#[ignore = "translator: garbage after a backward TIC refuses the START"]
 fn known_discrepancy_garbage_after_a_backward_tic_refuses_the_start() {
     assert_same(
         &[

@@ -139,10 +139,23 @@ fn sixteen_segments_translate_and_a_seventeenth_is_refused() {
 fn failed_translation_keeps_no_reference() {
     let ram = ram(RAM);
     let before = ram.references();
-    put(&ram, 0x1000, 0x02, CcwFlags::S, 8, 0x2000);
+    // Sixteen segments built, the seventeenth refused.
+    for i in 0..17u32 {
+        let at = 0x1000 + i * 0x100;
+        put(&ram, u64::from(at), 0x03, CcwFlags::CC, 0, 0);
+        put(
+            &ram,
+            u64::from(at) + 8,
+            0x08,
+            CcwFlags::empty(),
+            0,
+            at + 0x100,
+        );
+    }
     assert!(translate(&orb(0x1000), &ram).is_err());
     assert_eq!(ram.references(), before);
-    let program = translate(&orb(0x1000 + 8), &ram).unwrap();
+    put(&ram, 0x1008, 0x03, CcwFlags::empty(), 0, 0);
+    let program = translate(&orb(0x1000), &ram).unwrap();
     drop(program);
     assert_eq!(
         ram.references(),
@@ -382,7 +395,8 @@ fn format0_ccws_use_24_bit_addresses() {
     // Format 0 forbids a zero count.
     put0(&ram, 0x3000, 0x03, CcwFlags::empty(), 0, 0);
     let program = translate(&orb, &ram).unwrap();
-    assert_eq!(check_reason(&program, 2), check::ZERO_COUNT);
+    let target = program.index_of(0x3000).unwrap();
+    assert_eq!(check_reason(&program, target), check::ZERO_COUNT);
 }
 
 #[test]
@@ -419,18 +433,16 @@ fn invalid_command_code_is_a_check_point() {
 }
 
 #[test]
-fn unsupported_facilities_are_refused_with_their_names() {
+fn unsupported_facilities_are_refused_and_their_flags_are_program_errors() {
     let ram = ram(RAM);
+    // Without suspend or MIDAW control in the ORB (both refused below),
+    // the CCW flags are program errors, as POPs has it.
     put(&ram, 0x1000, 0x02, CcwFlags::S, 8, 0x2000);
-    assert_eq!(
-        translate(&orb(0x1000), &ram),
-        Err(TranslateError::Unsupported("suspend flag"))
-    );
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert_eq!(check_reason(&program, 0), check::SUSPEND);
     put(&ram, 0x1000, 0x02, CcwFlags::MIDA, 8, 0x2000);
-    assert_eq!(
-        translate(&orb(0x1000), &ram),
-        Err(TranslateError::Unsupported("MIDAW flag"))
-    );
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert_eq!(check_reason(&program, 0), check::FLAGS);
     put(&ram, 0x1000, 0x02, CcwFlags::empty(), 8, 0x2000);
     for (name, orb) in [
         (
@@ -514,4 +526,47 @@ fn too_much_data_is_refused() {
         translate(&orb(0x1000), &ram),
         Err(TranslateError::TooLarge("more than 16 MiB of data"))
     );
+}
+
+/// POPs ignores the command code of a CCW reached by data chaining: it
+/// continues the transfer of the command that started the chain.
+#[test]
+fn data_chained_ccw_command_code_is_ignored() {
+    let ram = ram(RAM);
+    put(&ram, 0x1000, 0x02, CcwFlags::CD, 4, 0x2000);
+    put(&ram, 0x1008, 0x00, CcwFlags::empty(), 4, 0x2004);
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    let CcwKind::Command { direction, .. } = program.ccws[1].kind else {
+        panic!("the data-chained CCW is a command");
+    };
+    assert_eq!(direction, Direction::In);
+    assert_eq!(
+        program.data(1),
+        &[DataPiece {
+            addr: 0x2004,
+            len: 4
+        }]
+    );
+    // A zero count there is a program error.
+    put(&ram, 0x1008, 0x02, CcwFlags::empty(), 0, 0x2004);
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert_eq!(check_reason(&program, 1), check::CD_ZERO_COUNT);
+}
+
+/// A status modifier may skip a forward TIC too: the CCW after it is
+/// fetched, and garbage beyond it cannot refuse the START.
+#[test]
+fn status_modifier_can_skip_a_forward_tic() {
+    let ram = ram(RAM);
+    put(&ram, 0x1000, 0x31, CcwFlags::CC, 5, 0x2000);
+    put(&ram, 0x1008, 0x08, CcwFlags::empty(), 0, 0x5000);
+    put(&ram, 0x1010, 0x03, CcwFlags::empty(), 0, 0);
+    put(&ram, 0x5000, 0x03, CcwFlags::empty(), 0, 0);
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert_eq!(program.ccws[1].sequential, Some(2));
+    assert_eq!(program.ccws[2].addr, 0x1010);
+    // Garbage with the suspend flag after the TIC is a check point.
+    put(&ram, 0x1010, 0x02, CcwFlags::S, 8, 0x2000);
+    let program = translate(&orb(0x1000), &ram).unwrap();
+    assert_eq!(check_reason(&program, 2), check::SUSPEND);
 }
