@@ -214,6 +214,7 @@ impl GuestRam {
 pub(crate) mod tests {
     use super::*;
     use std::fs::File;
+    use vhost_user_ccw_protocol::arch::{Ccw, CcwFlags};
     use vm_memory::FileOffset;
 
     /// A memfd-backed region of `file_size` bytes, mapped `size` bytes at
@@ -225,6 +226,42 @@ pub(crate) mod tests {
         file.set_len(file_size).expect("set_len");
         GuestRegionMmap::from_range(GuestAddress(gpa), size, Some(FileOffset::new(file, offset)))
             .expect("map region")
+    }
+
+    /// Write a format-1 CCW into guest RAM.
+    pub(crate) fn put_ccw1(
+        ram: &GuestRam,
+        addr: u64,
+        cmd: u8,
+        flags: CcwFlags,
+        count: u16,
+        cda: u32,
+    ) {
+        let ccw = Ccw {
+            cmd,
+            flags,
+            count,
+            cda,
+        };
+        ram.write(addr, &ccw.encode_format1().unwrap()).unwrap();
+    }
+
+    /// Write a format-0 CCW into guest RAM.
+    pub(crate) fn put_ccw0(
+        ram: &GuestRam,
+        addr: u64,
+        cmd: u8,
+        flags: CcwFlags,
+        count: u16,
+        cda: u32,
+    ) {
+        let ccw = Ccw {
+            cmd,
+            flags,
+            count,
+            cda,
+        };
+        ram.write(addr, &ccw.encode_format0().unwrap()).unwrap();
     }
 
     pub(crate) fn ram(size: usize) -> GuestRam {

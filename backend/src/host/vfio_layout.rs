@@ -880,8 +880,7 @@ mod tests {
     use vhost_user_ccw_protocol::arch::{Ccw, CcwFlags, Idaw2, Orb};
 
     use super::*;
-    use crate::memory::GuestRam;
-    use crate::memory::tests::ram;
+    use crate::memory::tests::{put_ccw0 as put0, put_ccw1 as put, ram};
     use crate::translate::{Direction, ProgramCcw, Segment, translate};
 
     /// Guest RAM size of the test guests.
@@ -914,26 +913,6 @@ mod tests {
             },
         )
         .unwrap()
-    }
-
-    fn put(ram: &GuestRam, addr: u64, cmd: u8, flags: CcwFlags, count: u16, cda: u32) {
-        let ccw = Ccw {
-            cmd,
-            flags,
-            count,
-            cda,
-        };
-        ram.write(addr, &ccw.encode_format1().unwrap()).unwrap();
-    }
-
-    fn put0(ram: &GuestRam, addr: u64, cmd: u8, flags: CcwFlags, count: u16, cda: u32) {
-        let ccw = Ccw {
-            cmd,
-            flags,
-            count,
-            cda,
-        };
-        ram.write(addr, &ccw.encode_format0().unwrap()).unwrap();
     }
 
     fn orb(cpa: u32) -> Orb {

@@ -1,34 +1,13 @@
 //! Translator scenarios, including every translator bug of the kernel's
 //! vfio-ccw (shared/reference/vfio-ccw.md §4) as a named test.
 
-use vhost_user_ccw_protocol::arch::{Ccw, CcwFlags, Orb};
+use vhost_user_ccw_protocol::arch::{CcwFlags, Orb};
 use vhost_user_ccw_protocol::wire::{CONTROL_WINDOW_BASE, ProgramErrorCode};
 
 use super::*;
-use crate::memory::GuestRam;
-use crate::memory::tests::ram;
+use crate::memory::tests::{put_ccw0 as put0, put_ccw1 as put, ram};
 
 const RAM: usize = 0x10_0000;
-
-fn put(ram: &GuestRam, addr: u64, cmd: u8, flags: CcwFlags, count: u16, cda: u32) {
-    let ccw = Ccw {
-        cmd,
-        flags,
-        count,
-        cda,
-    };
-    ram.write(addr, &ccw.encode_format1().unwrap()).unwrap();
-}
-
-fn put0(ram: &GuestRam, addr: u64, cmd: u8, flags: CcwFlags, count: u16, cda: u32) {
-    let ccw = Ccw {
-        cmd,
-        flags,
-        count,
-        cda,
-    };
-    ram.write(addr, &ccw.encode_format0().unwrap()).unwrap();
-}
 
 fn orb(cpa: u32) -> Orb {
     Orb {

@@ -733,18 +733,19 @@ impl HostSubchannel for SimSubchannel {
 mod tests {
     use super::device::{BufferDevice, CMD_READ, CMD_SENSE_ID, CMD_WRITE};
     use super::*;
-    use crate::memory::tests::ram;
+    use crate::memory::tests::{put_ccw1, ram};
     use crate::translate::translate;
-    use vhost_user_ccw_protocol::arch::{Ccw, Orb};
+    use vhost_user_ccw_protocol::arch::Orb;
 
     fn put_ccw(ram: &GuestRam, addr: u64, cmd: u8, flags: u8, count: u16, cda: u32) {
-        let ccw = Ccw {
+        put_ccw1(
+            ram,
+            addr,
             cmd,
-            flags: CcwFlags::from_bits_truncate(flags),
+            CcwFlags::from_bits_truncate(flags),
             count,
             cda,
-        };
-        ram.write(addr, &ccw.encode_format1().unwrap()).unwrap();
+        );
     }
 
     fn sim(latency: Duration) -> SimSubchannel {
