@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vhost_user_ccw_protocol::arch::{
-    ActivityControl, CcwFlags, DeviceStatus, FunctionControl, Irb, Pmcw, Schib, Scsw,
-    StatusControl, SubchannelStatus,
+    ActivityControl, CcwFlags, DeviceStatus, Esw, FunctionControl, Irb, Pmcw, Schib, Scsw,
+    StatusControl, SubchannelLogout, SubchannelStatus,
 };
 use vmm_sys_util::timerfd::TimerFd;
 
@@ -188,8 +188,15 @@ impl SimSubchannel {
     /// Record the interruption condition in the SCSW and hand out the IRB,
     /// clearing the status as TEST SUBCHANNEL does.
     fn interrupt(&mut self, events: &mut Vec<HostEvent>) {
+        // The format-0 ESW names the path last used, as the channel
+        // subsystem stores it (LPUM in the subchannel logout).
+        let esw = Esw {
+            subchannel_logout: SubchannelLogout::from_lpum(self.pmcw.lpum),
+            ..Esw::default()
+        };
         events.push(HostEvent::Interrupt(Irb {
             scsw: self.scsw,
+            esw,
             ..Irb::default()
         }));
         self.scsw.status_control = StatusControl::empty();
@@ -816,6 +823,7 @@ mod tests {
         );
         assert_eq!(scsw.cpa, 0x1008);
         assert_eq!(scsw.count, 28, "40 - 12 bytes of SENSE ID data");
+        assert_eq!(irbs[0].esw.subchannel_logout.lpum(), 0x80, "path last used");
         let mut data = [0u8; 4];
         ram.read(0x2000, &mut data).unwrap();
         assert_eq!(data, [0xff, 0x50, 0x00, 0x01]);
