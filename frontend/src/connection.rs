@@ -18,7 +18,8 @@ use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vhost_user_ccw_protocol::wire::{
     CONTROL_WINDOW_BASE, ConfigSpace, DEVICE_FEATURES, EVENT_QUEUE, Event, NUM_QUEUES,
-    PROTOCOL_FEATURE_BITS, REQUEST_QUEUE, Request, Response, VIRTIO_CCW_F_PROTOCOL_V1, WireError,
+    PROTOCOL_FEATURE_BITS, PROTOCOL_VERSION, REQUEST_QUEUE, Request, Response,
+    VIRTIO_CCW_F_PROTOCOL_V1, WireError,
 };
 use vm_memory::{
     Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
@@ -45,6 +46,9 @@ pub enum ConnectionError {
     /// The backend does not speak protocol v1.
     #[error("the backend does not offer protocol v1 (features {0:#x})")]
     NoProtocolV1(u64),
+    /// The config space has a layout this frontend does not know.
+    #[error("config space version {0}, expected {PROTOCOL_VERSION}")]
+    ConfigVersion(u16),
     /// A message from the backend did not decode.
     #[error("malformed message from the backend: {0}")]
     Wire(#[from] WireError),
@@ -274,6 +278,9 @@ impl Connection {
             )
             .map_err(vu("GET_CONFIG"))?;
         let config = ConfigSpace::decode(&payload)?;
+        if config.version != PROTOCOL_VERSION {
+            return Err(ConnectionError::ConfigVersion(config.version));
+        }
 
         let mut connection = Self {
             frontend,
