@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+use crate::image_tool::ImageCommand;
 
 /// vhost-user backend that mediates an s390 I/O subchannel for one guest.
 #[derive(Debug, Parser)]
@@ -28,4 +30,19 @@ pub struct Args {
     /// Print the backend's capabilities as vhost-user JSON and exit.
     #[arg(long)]
     pub print_capabilities: bool,
+
+    /// A tool subcommand instead of running the daemon.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands of the product binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create and manage 3390 ECKD DASD images.
+    Image {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: ImageCommand,
+    },
 }

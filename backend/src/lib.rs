@@ -9,6 +9,7 @@
 pub mod args;
 pub mod config;
 pub mod host;
+pub mod image_tool;
 pub mod memory;
 pub mod session;
 pub mod subchannel;

@@ -3,12 +3,21 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use vhost_user_ccw::args::Args;
+use vhost_user_ccw::args::{Args, Command};
 use vhost_user_ccw::config::Config;
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = Args::parse();
+    if let Some(Command::Image { cmd }) = args.command {
+        return match vhost_user_ccw::image_tool::run(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("vhost-user-ccw image: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.print_capabilities {
         println!("{}", vhost_user_ccw::capabilities_json());
         return ExitCode::SUCCESS;

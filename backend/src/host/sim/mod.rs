@@ -11,6 +11,7 @@
 //! effect at the next CCW boundary. With a latency set, each CCW takes that
 //! long, so that a program can be halted or cleared while it runs.
 
+pub mod ckd;
 pub mod device;
 
 use std::os::fd::{AsRawFd, RawFd};

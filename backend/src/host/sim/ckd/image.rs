@@ -1,0 +1,445 @@
+//! The image file: header and track slots.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::track::{SLOT_SIZE, TRACK_CAPACITY, Track, crc32};
+use super::{CkdError, DEVICE_TYPE, Geometry, HEADS};
+
+/// First bytes of every image.
+pub const MAGIC: [u8; 8] = *b"VUCKD390";
+/// Format version written and read.
+pub const VERSION: u32 = 1;
+/// Meaningful bytes of the header (the rest of its page is zero).
+pub const HEADER_SIZE: usize = 44;
+/// Offset of track 0's slot: the header occupies the first 4 KiB page.
+pub const DATA_OFFSET: u64 = 4096;
+
+/// An open image file.
+#[derive(Debug)]
+pub struct CkdImage {
+    file: File,
+    path: PathBuf,
+    geometry: Geometry,
+    writable: bool,
+}
+
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> CkdError {
+    move |source| CkdError::Io { context, source }
+}
+
+fn slot_size() -> u64 {
+    // SLOT_SIZE is a small constant.
+    u64::try_from(SLOT_SIZE).unwrap_or(u64::MAX)
+}
+
+fn encode_header(geometry: &Geometry) -> [u8; HEADER_SIZE] {
+    let mut h = [0; HEADER_SIZE];
+    h[0..8].copy_from_slice(&MAGIC);
+    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[12..14].copy_from_slice(&DEVICE_TYPE.to_le_bytes());
+    h[14..16].copy_from_slice(&u16::from(geometry.model_number()).to_le_bytes());
+    h[16..20].copy_from_slice(&u32::from(geometry.cylinders()).to_le_bytes());
+    h[20..24].copy_from_slice(&u32::from(HEADS).to_le_bytes());
+    h[24..28].copy_from_slice(&u32::try_from(SLOT_SIZE).unwrap_or(u32::MAX).to_le_bytes());
+    h[28..32].copy_from_slice(
+        &u32::try_from(TRACK_CAPACITY)
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    h[32..40].copy_from_slice(&DATA_OFFSET.to_le_bytes());
+    let crc = crc32(&h[0..40]);
+    h[40..44].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn le16(b: &[u8]) -> u16 {
+    u16::from_le_bytes([b[0], b[1]])
+}
+
+fn le32(b: &[u8]) -> u32 {
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn decode_header(h: &[u8; HEADER_SIZE]) -> Result<Geometry, CkdError> {
+    if h[0..8] != MAGIC {
+        return Err(CkdError::BadMagic);
+    }
+    let version = le32(&h[8..12]);
+    if version != VERSION {
+        return Err(CkdError::UnsupportedVersion(version));
+    }
+    if le32(&h[40..44]) != crc32(&h[0..40]) {
+        return Err(CkdError::HeaderChecksum);
+    }
+    if le16(&h[12..14]) != DEVICE_TYPE {
+        return Err(CkdError::BadHeader("device type is not 3390"));
+    }
+    if le32(&h[20..24]) != u32::from(HEADS) {
+        return Err(CkdError::BadHeader("heads per cylinder is not 15"));
+    }
+    if usize::try_from(le32(&h[24..28])).ok() != Some(SLOT_SIZE) {
+        return Err(CkdError::BadHeader("unexpected track slot size"));
+    }
+    if usize::try_from(le32(&h[28..32])).ok() != Some(TRACK_CAPACITY) {
+        return Err(CkdError::BadHeader("unexpected track capacity"));
+    }
+    if u64::from_le_bytes(h[32..40].try_into().unwrap_or([0; 8])) != DATA_OFFSET {
+        return Err(CkdError::BadHeader("unexpected data offset"));
+    }
+    let model = u8::try_from(le16(&h[14..16])).map_err(|_| CkdError::BadHeader("bad model"))?;
+    Ok(Geometry::from_parts(model, le32(&h[16..20]))?)
+}
+
+impl CkdImage {
+    /// File size of an image of `geometry`.
+    pub fn file_size(geometry: &Geometry) -> u64 {
+        DATA_OFFSET + geometry.tracks() * slot_size()
+    }
+
+    /// Creates a new image (the file must not exist) with every track
+    /// unformatted. The file is sparse: only the header is written.
+    pub fn create(path: impl AsRef<Path>, geometry: Geometry) -> Result<Self, CkdError> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display().to_string();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err(format!("create {shown}")))?;
+        let mut page = vec![0; 4096];
+        page[..HEADER_SIZE].copy_from_slice(&encode_header(&geometry));
+        file.write_all_at(&page, 0)
+            .map_err(io_err(format!("write header of {shown}")))?;
+        file.set_len(Self::file_size(&geometry))
+            .map_err(io_err(format!("size {shown}")))?;
+        file.sync_all().map_err(io_err(format!("sync {shown}")))?;
+        Ok(Self {
+            file,
+            path,
+            geometry,
+            writable: true,
+        })
+    }
+
+    /// Opens an image for reading and writing, validating its header and
+    /// size.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, CkdError> {
+        Self::open_with(path.as_ref(), true)
+    }
+
+    /// Opens an image for reading only.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, CkdError> {
+        Self::open_with(path.as_ref(), false)
+    }
+
+    fn open_with(path: &Path, writable: bool) -> Result<Self, CkdError> {
+        let shown = path.display().to_string();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(path)
+            .map_err(io_err(format!("open {shown}")))?;
+        let actual = file
+            .metadata()
+            .map_err(io_err(format!("stat {shown}")))?
+            .len();
+        if actual < DATA_OFFSET {
+            return Err(CkdError::Truncated {
+                expected: DATA_OFFSET,
+                actual,
+            });
+        }
+        let mut header = [0; HEADER_SIZE];
+        file.read_exact_at(&mut header, 0)
+            .map_err(io_err(format!("read header of {shown}")))?;
+        let geometry = decode_header(&header)?;
+        let expected = Self::file_size(&geometry);
+        if actual < expected {
+            return Err(CkdError::Truncated { expected, actual });
+        }
+        if actual > expected {
+            return Err(CkdError::SizeMismatch { expected, actual });
+        }
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            geometry,
+            writable,
+        })
+    }
+
+    /// The volume's geometry.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// The image file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn slot_offset(&self, cyl: u16, head: u16) -> Result<u64, CkdError> {
+        let track = self
+            .geometry
+            .track_index(cyl, head)
+            .ok_or(CkdError::NoSuchTrack { cyl, head })?;
+        Ok(DATA_OFFSET + track * slot_size())
+    }
+
+    /// Reads and parses the track at (`cyl`, `head`). A torn or corrupted
+    /// slot is a [`CkdError::Track`] with [`TrackError::Checksum`]
+    /// (see [`CkdError::is_data_check`]).
+    ///
+    /// [`TrackError::Checksum`]: super::TrackError::Checksum
+    pub fn read_track(&self, cyl: u16, head: u16) -> Result<Track, CkdError> {
+        let offset = self.slot_offset(cyl, head)?;
+        let mut slot = vec![0; SLOT_SIZE];
+        self.file
+            .read_exact_at(&mut slot, offset)
+            .map_err(io_err(format!(
+                "read track {cyl}/{head} of {}",
+                self.path.display()
+            )))?;
+        Track::decode_slot(&slot, cyl, head).map_err(|source| CkdError::Track { cyl, head, source })
+    }
+
+    /// Writes the track at (`cyl`, `head`) durably: the whole slot in one
+    /// positioned write, then fdatasync. When this returns, the track has
+    /// reached the file.
+    pub fn write_track(&self, cyl: u16, head: u16, track: &Track) -> Result<(), CkdError> {
+        self.write_track_deferred(cyl, head, track)?;
+        self.sync()
+    }
+
+    /// Writes the track's slot without flushing: for bulk operations
+    /// (formatting, import) that call [`CkdImage::sync`] once at the end.
+    pub fn write_track_deferred(&self, cyl: u16, head: u16, track: &Track) -> Result<(), CkdError> {
+        if !self.writable {
+            return Err(CkdError::ReadOnly);
+        }
+        let offset = self.slot_offset(cyl, head)?;
+        let slot = track
+            .encode_slot(cyl, head)
+            .map_err(|source| CkdError::Track { cyl, head, source })?;
+        self.file
+            .write_all_at(&slot, offset)
+            .map_err(io_err(format!(
+                "write track {cyl}/{head} of {}",
+                self.path.display()
+            )))
+    }
+
+    /// Flushes written tracks to the file (fdatasync).
+    pub fn sync(&self) -> Result<(), CkdError> {
+        self.file
+            .sync_data()
+            .map_err(io_err(format!("sync {}", self.path.display())))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::host::sim::ckd::{Record, TrackError};
+
+    /// An image path in a per-test directory, removed on drop.
+    pub(crate) struct TempImage {
+        dir: PathBuf,
+        pub(crate) path: PathBuf,
+    }
+
+    impl TempImage {
+        pub(crate) fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("vuccw-ckd-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("disk.img");
+            Self { dir, path }
+        }
+    }
+
+    impl Drop for TempImage {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn small() -> Geometry {
+        Geometry::with_cylinders(10).unwrap()
+    }
+
+    fn patch(path: &Path, offset: u64, bytes: &[u8]) {
+        let f = OpenOptions::new().write(true).open(path).unwrap();
+        f.write_all_at(bytes, offset).unwrap();
+    }
+
+    #[test]
+    fn create_open_round_trip() {
+        let p_tmp = TempImage::new("roundtrip");
+        let p = p_tmp.path.clone();
+        let img = CkdImage::create(&p, small()).unwrap();
+        assert_eq!(img.geometry(), small());
+        drop(img);
+        let img = CkdImage::open(&p).unwrap();
+        assert_eq!(img.geometry(), small());
+        assert_eq!(std::fs::metadata(&p).unwrap().len(), 4096 + 150 * 57_344);
+        assert_eq!(img.read_track(9, 14).unwrap(), Track::unformatted());
+        assert!(matches!(
+            CkdImage::create(&p, small()),
+            Err(CkdError::Io { .. })
+        ));
+        let g = Geometry::model(9).unwrap();
+        let p9_tmp = TempImage::new("model9");
+        let p9 = p9_tmp.path.clone();
+        CkdImage::create(&p9, g).unwrap();
+        assert_eq!(CkdImage::open(&p9).unwrap().geometry(), g);
+    }
+
+    #[test]
+    fn header_validation() {
+        let p_tmp = TempImage::new("header");
+        let p = p_tmp.path.clone();
+        CkdImage::create(&p, small()).unwrap();
+        patch(&p, 0, b"X");
+        assert!(matches!(CkdImage::open(&p), Err(CkdError::BadMagic)));
+        patch(&p, 0, b"V");
+        CkdImage::open(&p).unwrap();
+        patch(&p, 8, &2u32.to_le_bytes());
+        assert!(matches!(
+            CkdImage::open(&p),
+            Err(CkdError::UnsupportedVersion(2))
+        ));
+        patch(&p, 8, &1u32.to_le_bytes());
+        patch(&p, 16, &11u32.to_le_bytes());
+        assert!(matches!(CkdImage::open(&p), Err(CkdError::HeaderChecksum)));
+        patch(&p, 16, &10u32.to_le_bytes());
+        CkdImage::open(&p).unwrap();
+
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(4096 + 149 * 57_344).unwrap();
+        assert!(matches!(
+            CkdImage::open(&p),
+            Err(CkdError::Truncated { expected, actual })
+                if expected == 4096 + 150 * 57_344 && actual == 4096 + 149 * 57_344
+        ));
+        f.set_len(4096 + 151 * 57_344).unwrap();
+        assert!(matches!(
+            CkdImage::open(&p),
+            Err(CkdError::SizeMismatch { .. })
+        ));
+        f.set_len(100).unwrap();
+        assert!(matches!(
+            CkdImage::open(&p),
+            Err(CkdError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_geometry_in_header() {
+        let p_tmp = TempImage::new("badgeo");
+        let p = p_tmp.path.clone();
+        CkdImage::create(&p, small()).unwrap();
+        let mut h = encode_header(&small());
+        h[16..20].copy_from_slice(&0u32.to_le_bytes());
+        let crc = crc32(&h[0..40]);
+        h[40..44].copy_from_slice(&crc.to_le_bytes());
+        patch(&p, 0, &h);
+        assert!(matches!(
+            CkdImage::open(&p),
+            Err(CkdError::Geometry(
+                crate::host::sim::ckd::GeometryError::ZeroCylinders
+            ))
+        ));
+    }
+
+    #[test]
+    fn durable_write_read_across_reopen() {
+        let p_tmp = TempImage::new("durable");
+        let p = p_tmp.path.clone();
+        let img = CkdImage::create(&p, small()).unwrap();
+        let track = Track {
+            records: vec![
+                Record::r0(4, 2),
+                Record::new(4, 2, 1, Vec::new(), vec![0x42; 4096]),
+                Record::new(4, 2, 2, b"AB".to_vec(), vec![7; 10]),
+            ],
+        };
+        img.write_track(4, 2, &track).unwrap();
+        drop(img);
+        let img = CkdImage::open(&p).unwrap();
+        assert_eq!(img.read_track(4, 2).unwrap(), track);
+        assert_eq!(img.read_track(4, 3).unwrap(), Track::unformatted());
+        assert!(matches!(
+            img.read_track(10, 0),
+            Err(CkdError::NoSuchTrack { cyl: 10, head: 0 })
+        ));
+        assert!(matches!(
+            img.write_track(0, 15, &track),
+            Err(CkdError::NoSuchTrack { cyl: 0, head: 15 })
+        ));
+        drop(img);
+        let ro = CkdImage::open_read_only(&p).unwrap();
+        assert_eq!(ro.read_track(4, 2).unwrap(), track);
+        assert!(matches!(
+            ro.write_track(4, 2, &track),
+            Err(CkdError::ReadOnly)
+        ));
+    }
+
+    #[test]
+    fn torn_slot_is_a_data_check() {
+        let p_tmp = TempImage::new("torn");
+        let p = p_tmp.path.clone();
+        let img = CkdImage::create(&p, small()).unwrap();
+        let track = Track {
+            records: vec![
+                Record::r0(1, 1),
+                Record::new(1, 1, 1, Vec::new(), vec![9; 4096]),
+            ],
+        };
+        img.write_track(1, 1, &track).unwrap();
+        drop(img);
+        let offset = DATA_OFFSET + 16 * 57_344 + 1000;
+        patch(&p, offset, &[0x77]);
+        let img = CkdImage::open(&p).unwrap();
+        let err = img.read_track(1, 1).unwrap_err();
+        assert!(err.is_data_check());
+        assert!(matches!(
+            err,
+            CkdError::Track {
+                cyl: 1,
+                head: 1,
+                source: TrackError::Checksum
+            }
+        ));
+        // Other tracks are unaffected, and rewriting the track repairs it.
+        assert_eq!(img.read_track(1, 2).unwrap(), Track::unformatted());
+        img.write_track(1, 1, &track).unwrap();
+        assert_eq!(img.read_track(1, 1).unwrap(), track);
+    }
+
+    #[test]
+    fn oversized_track_is_refused() {
+        let p_tmp = TempImage::new("oversized");
+        let p = p_tmp.path.clone();
+        let img = CkdImage::create(&p, small()).unwrap();
+        let track = Track {
+            records: vec![
+                Record::r0(0, 0),
+                Record::new(0, 0, 1, Vec::new(), vec![0; 60_000]),
+            ],
+        };
+        let err = img.write_track(0, 0, &track).unwrap_err();
+        assert!(matches!(
+            err,
+            CkdError::Track {
+                source: TrackError::TooLong { .. },
+                ..
+            }
+        ));
+        assert!(!err.is_data_check());
+    }
+}
