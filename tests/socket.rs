@@ -416,6 +416,14 @@ fn setup_failures_exit_nonzero_with_a_clear_message() {
     let out = run(&["--socket-path", "/tmp/x.sock", "--device", "sim,size=lots"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("size"));
+    let out = run(&[
+        "--socket-path",
+        "/tmp/x1.sock",
+        "--socket-path",
+        "/tmp/x2.sock",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("one --device per socket"));
     let out = run(&["--fd", "57"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("fd 57"));
@@ -510,4 +518,66 @@ fn reset_device_quiesces_the_subchannel_and_features_reopen_it() {
     put_ccw(&conn, 0x1000, 0x03, CcwFlags::empty(), 0, 0);
     assert_eq!(conn.request(&start(3, 0x1000)).unwrap().cc, 0);
     assert_eq!(interrupt(&mut conn).0, 3);
+}
+
+/// One process, two sockets, two subchannels: each has its own sessions and
+/// state machine, and trouble on one never reaches the other.
+#[test]
+fn two_subchannels_in_one_process_are_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+    let mut child = std::process::Command::new(binary("vhost-user-ccw"))
+        .arg("--socket-path")
+        .arg(&a)
+        .args(["--device", "sim,devno=0x0100,latency-us=20000"])
+        .arg("--socket-path")
+        .arg(&b)
+        .args(["--device", "sim,devno=0x0200"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !(a.exists() && b.exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sockets never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut conn_a = Connection::connect(&a, &Default::default()).unwrap();
+    let mut conn_b = Connection::connect(&b, &Default::default()).unwrap();
+    assert_eq!(conn_a.config().devno, 0x0100);
+    assert_eq!(conn_b.config().devno, 0x0200);
+
+    // A long program on A, then A's frontend goes away and garbage arrives
+    // on A's socket; B keeps working throughout.
+    for i in 0..50u64 {
+        put_ccw(&conn_a, 0x1000 + 8 * i, 0x03, CcwFlags::CC, 0, 0);
+    }
+    put_ccw(&conn_a, 0x1000 + 8 * 50, 0x03, CcwFlags::empty(), 0, 0);
+    assert_eq!(conn_a.request(&start(1, 0x1000)).unwrap().cc, 0);
+    put_ccw(&conn_b, 0x1000, 0xe4, CcwFlags::SLI, 40, 0x2000);
+    assert_eq!(conn_b.request(&start(1, 0x1000)).unwrap().cc, 0);
+    drop(conn_a);
+    let mut garbage = UnixStream::connect(&a).unwrap();
+    let _ = garbage.write_all(&[0xff; 64]);
+    drop(garbage);
+    let (tag, irb) = interrupt(&mut conn_b);
+    assert_eq!(tag, 1);
+    assert_eq!(irb.scsw.count, 28);
+    assert_eq!(read(&conn_b, 0x2000, 1), [0xff]);
+    assert_eq!(conn_b.request(&start(2, 0x1000)).unwrap().cc, 0);
+    assert_eq!(interrupt(&mut conn_b).0, 2);
+
+    // A serves a new frontend from a clean subchannel.
+    let mut conn_a = Connection::connect(&a, &Default::default()).unwrap();
+    let store = conn_a
+        .request(&Request::new(RequestType::Store, 1))
+        .unwrap();
+    assert!(store.schib.scsw.function_control.is_empty());
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "the process is still up"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
 }

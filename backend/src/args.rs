@@ -13,9 +13,10 @@ use crate::image_tool::ImageCommand;
 #[command(name = "vhost-user-ccw", version, about, long_about = None)]
 pub struct Args {
     /// Listen for the frontend on this UNIX socket path (created, replacing
-    /// a stale socket).
+    /// a stale socket). Repeat it, each with its own `--device`, to serve
+    /// several subchannels from one process.
     #[arg(long, value_name = "PATH", conflicts_with = "fd")]
-    pub socket_path: Option<PathBuf>,
+    pub socket_path: Vec<PathBuf>,
 
     /// Serve on an inherited, already listening UNIX socket.
     #[arg(long, value_name = "N")]
@@ -23,9 +24,10 @@ pub struct Args {
 
     /// Host subchannel to mediate: `sim[,devno=HEX][,schno=N][,chpid=HEX][,size=BYTES][,latency-us=N]`
     /// (an emulated subchannel with a buffer device), or `vfio:MDEV` (not
-    /// available yet).
-    #[arg(long, value_name = "SPEC", default_value = "sim")]
-    pub device: String,
+    /// available yet). Default `sim`. Repeated, the n-th device goes with
+    /// the n-th socket.
+    #[arg(long, value_name = "SPEC")]
+    pub device: Vec<String>,
 
     /// Print the backend's capabilities as vhost-user JSON and exit.
     #[arg(long)]

@@ -47,6 +47,14 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Sockets and devices do not pair up.
+    #[error("{sockets} sockets but {devices} --device options: give one --device per socket")]
+    Pairing {
+        /// Sockets named (paths, an fd, or activated fds).
+        sockets: usize,
+        /// `--device` options given.
+        devices: usize,
+    },
     /// The host kind exists in the syntax but not in this build.
     #[error("--device {0}: the vfio host subchannel is not available in this version")]
     VfioUnavailable(String),
@@ -55,13 +63,21 @@ pub enum ConfigError {
 /// Default size of the sim buffer device.
 pub const DEFAULT_SIM_SIZE: usize = 1 << 20;
 
-/// The backend's configuration.
+/// One socket and the subchannel it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
+pub struct SubchannelConfig {
     /// Where to listen.
     pub listen: Listen,
     /// What to mediate.
     pub device: DeviceSpec,
+}
+
+/// The backend's configuration: one or more socket/subchannel pairs, each
+/// with its own sessions and state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The subchannels to serve.
+    pub subchannels: Vec<SubchannelConfig>,
 }
 
 impl Config {
@@ -71,23 +87,50 @@ impl Config {
         args: &Args,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let listen = match (&args.socket_path, args.fd) {
-            (Some(path), _) => Listen::Path(path.clone()),
-            (None, Some(fd)) => Listen::Fd(fd),
-            (None, None) => activated_fd(&env).ok_or(ConfigError::NoSocket)?,
+        let sockets: Vec<Listen> = if !args.socket_path.is_empty() {
+            args.socket_path.iter().cloned().map(Listen::Path).collect()
+        } else if let Some(fd) = args.fd {
+            vec![Listen::Fd(fd)]
+        } else {
+            activated_fds(&env).ok_or(ConfigError::NoSocket)?
         };
-        Ok(Self {
-            listen,
-            device: parse_device(&args.device)?,
-        })
+        let default = [String::from("sim")];
+        let devices: &[String] = if args.device.is_empty() {
+            &default
+        } else {
+            &args.device
+        };
+        if devices.len() != sockets.len() {
+            return Err(ConfigError::Pairing {
+                sockets: sockets.len(),
+                devices: devices.len(),
+            });
+        }
+        let subchannels = sockets
+            .into_iter()
+            .zip(devices)
+            .map(|(listen, spec)| {
+                Ok(SubchannelConfig {
+                    listen,
+                    device: parse_device(spec)?,
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(Self { subchannels })
     }
 }
 
-/// systemd passes listening sockets from fd 3 when LISTEN_PID is our pid.
-fn activated_fd(env: &impl Fn(&str) -> Option<String>) -> Option<Listen> {
+/// systemd passes listening sockets from fd 3 on when LISTEN_PID is our
+/// pid, LISTEN_FDS of them.
+fn activated_fds(env: &impl Fn(&str) -> Option<String>) -> Option<Vec<Listen>> {
+    const SD_LISTEN_FDS_START: i32 = 3;
     let pid: u32 = env("LISTEN_PID")?.parse().ok()?;
-    let fds: u32 = env("LISTEN_FDS")?.parse().ok()?;
-    (pid == crate::sys::getpid() && fds >= 1).then_some(Listen::Fd(3))
+    let fds: i32 = env("LISTEN_FDS")?.parse().ok()?;
+    (pid == crate::sys::getpid() && (1..=256).contains(&fds)).then(|| {
+        (SD_LISTEN_FDS_START..SD_LISTEN_FDS_START + fds)
+            .map(Listen::Fd)
+            .collect()
+    })
 }
 
 fn parse_number(value: &str) -> Option<u64> {
@@ -161,6 +204,8 @@ mod tests {
     #[test]
     fn socket_path_and_defaults() {
         let config = Config::from_args(&args(&["--socket-path", "/tmp/s"]), |_| None).unwrap();
+        assert_eq!(config.subchannels.len(), 1);
+        let config = &config.subchannels[0];
         assert_eq!(config.listen, Listen::Path("/tmp/s".into()));
         assert_eq!(
             config.device,
@@ -186,7 +231,7 @@ mod tests {
             _ => None,
         };
         assert_eq!(
-            Config::from_args(&args(&[]), env).unwrap().listen,
+            Config::from_args(&args(&[]), env).unwrap().subchannels[0].listen,
             Listen::Fd(3)
         );
         let other = |k: &str| match k {
@@ -234,5 +279,57 @@ mod tests {
                 "0b5f1c27-1a8c-4b0e-9d10-2f0b3e1c5a77".into()
             ))
         );
+    }
+
+    #[test]
+    fn several_sockets_pair_with_their_devices() {
+        let config = Config::from_args(
+            &args(&[
+                "--socket-path",
+                "/tmp/a",
+                "--device",
+                "sim,devno=0x100",
+                "--socket-path",
+                "/tmp/b",
+                "--device",
+                "sim,devno=0x200",
+            ]),
+            |_| None,
+        )
+        .unwrap();
+        let devnos: Vec<_> = config
+            .subchannels
+            .iter()
+            .map(|s| match &s.device {
+                DeviceSpec::Sim { config, .. } => (s.listen.clone(), config.devno),
+                DeviceSpec::Vfio(_) => panic!("sim expected"),
+            })
+            .collect();
+        assert_eq!(
+            devnos,
+            [
+                (Listen::Path("/tmp/a".into()), 0x100),
+                (Listen::Path("/tmp/b".into()), 0x200)
+            ]
+        );
+        assert_eq!(
+            Config::from_args(
+                &args(&["--socket-path", "/tmp/a", "--socket-path", "/tmp/b"]),
+                |_| None
+            ),
+            Err(ConfigError::Pairing {
+                sockets: 2,
+                devices: 1
+            })
+        );
+        let pid = crate::sys::getpid().to_string();
+        let env = |k: &str| match k {
+            "LISTEN_PID" => Some(pid.clone()),
+            "LISTEN_FDS" => Some("2".to_owned()),
+            _ => None,
+        };
+        let config =
+            Config::from_args(&args(&["--device", "sim", "--device", "sim"]), env).unwrap();
+        assert_eq!(config.subchannels[1].listen, Listen::Fd(4));
     }
 }

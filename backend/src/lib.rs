@@ -18,7 +18,7 @@ pub mod translate;
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use log::{info, warn};
+use log::{error, info, warn};
 use thiserror::Error;
 use vhost::vhost_user::{Error as VhostUserError, Listener};
 use vhost_user_backend::VhostUserDaemon;
@@ -92,18 +92,45 @@ fn open_listener(listen: &Listen) -> Result<Listener, Error> {
     }
 }
 
-/// Serve the configured socket until the process is stopped.
+/// Serve every configured socket until the process is stopped. Each
+/// socket has its own subchannel, sessions and thread: a failure on one
+/// never reaches the others. Setup failures (a socket that cannot be
+/// created, a device that cannot be built) stop the process before anything
+/// is served.
 pub fn run(config: &Config) -> Result<(), Error> {
-    let subchannel: SharedSubchannel =
-        Arc::new(Mutex::new(Subchannel::new(build_host(&config.device)?)));
-    let mut listener = open_listener(&config.listen)?;
-    info!(
-        "listening ({:?}), device {:?}",
-        config.listen, config.device
-    );
-    loop {
-        serve_connection(&subchannel, &mut listener)?;
+    let mut served = Vec::new();
+    for sub in &config.subchannels {
+        let subchannel: SharedSubchannel =
+            Arc::new(Mutex::new(Subchannel::new(build_host(&sub.device)?)));
+        let listener = open_listener(&sub.listen)?;
+        info!("listening ({:?}), device {:?}", sub.listen, sub.device);
+        served.push((format!("{:?}", sub.listen), subchannel, listener));
     }
+    let threads: Vec<_> = served
+        .into_iter()
+        .map(|(name, subchannel, mut listener)| {
+            std::thread::Builder::new()
+                .name(format!("serve {name}"))
+                .spawn(move || -> Result<(), Error> {
+                    loop {
+                        if let Err(e) = serve_connection(&subchannel, &mut listener) {
+                            error!("{name}: {e}; no longer serving this socket");
+                            return Err(e);
+                        }
+                    }
+                })
+                .map_err(Error::Io)
+        })
+        .collect::<Result<_, _>>()?;
+    let mut result = Ok(());
+    for thread in threads {
+        match thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => result = Err(e),
+            Err(_) => result = Err(Error::Daemon("a serving thread panicked".to_owned())),
+        }
+    }
+    result
 }
 
 /// Accept one connection, serve it to its end, and close the subchannel.
