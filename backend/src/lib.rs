@@ -94,9 +94,10 @@ fn open_listener(listen: &Listen) -> Result<Listener, Error> {
 
 /// Serve every configured socket until the process is stopped. Each
 /// socket has its own subchannel, sessions and thread: a failure on one
-/// never reaches the others. Setup failures (a socket that cannot be
-/// created, a device that cannot be built) stop the process before anything
-/// is served.
+/// never reaches the others, and a failed connection does not end the
+/// service of its socket. Setup failures (a socket that cannot be created,
+/// a device that cannot be built) stop the process before anything is
+/// served.
 pub fn run(config: &Config) -> Result<(), Error> {
     let mut served = Vec::new();
     for sub in &config.subchannels {
@@ -113,9 +114,12 @@ pub fn run(config: &Config) -> Result<(), Error> {
                 .name(format!("serve {name}"))
                 .spawn(move || -> Result<(), Error> {
                     loop {
+                        // A failure to accept or set up one connection
+                        // (say, out of file descriptors) must not end the
+                        // service of this socket: log it and go on.
                         if let Err(e) = serve_connection(&subchannel, &mut listener) {
-                            error!("{name}: {e}; no longer serving this socket");
-                            return Err(e);
+                            error!("{name}: {e}");
+                            std::thread::sleep(std::time::Duration::from_millis(100));
                         }
                     }
                 })
