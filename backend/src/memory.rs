@@ -237,13 +237,17 @@ pub(crate) mod tests {
         count: u16,
         cda: u32,
     ) {
-        let ccw = Ccw {
-            cmd,
-            flags,
-            count,
-            cda,
-        };
-        ram.write(addr, &ccw.encode_format1().unwrap()).unwrap();
+        put_ccw(
+            ram,
+            true,
+            addr,
+            Ccw {
+                cmd,
+                flags,
+                count,
+                cda,
+            },
+        );
     }
 
     /// Write a format-0 CCW into guest RAM.
@@ -255,13 +259,26 @@ pub(crate) mod tests {
         count: u16,
         cda: u32,
     ) {
-        let ccw = Ccw {
-            cmd,
-            flags,
-            count,
-            cda,
+        put_ccw(
+            ram,
+            false,
+            addr,
+            Ccw {
+                cmd,
+                flags,
+                count,
+                cda,
+            },
+        );
+    }
+
+    fn put_ccw(ram: &GuestRam, format1: bool, addr: u64, ccw: Ccw) {
+        let bytes = if format1 {
+            ccw.encode_format1()
+        } else {
+            ccw.encode_format0()
         };
-        ram.write(addr, &ccw.encode_format0().unwrap()).unwrap();
+        ram.write(addr, &bytes.unwrap()).unwrap();
     }
 
     pub(crate) fn ram(size: usize) -> GuestRam {
