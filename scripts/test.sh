@@ -12,5 +12,10 @@ VHOST_USER_CCW_QEMU=$(scripts/build-qemu.sh)
 export VHOST_USER_CCW_QEMU
 # The integration tests run the binaries from the target directory.
 cargo build --workspace --bins
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
 cargo bench --workspace --no-run
+# One closing line for all test binaries together.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log" | tee "${VHOST_USER_CCW_TEST_SUMMARY:-/dev/null}"
