@@ -581,3 +581,58 @@ fn two_subchannels_in_one_process_are_independent() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The opt-in CCW trace logs every executed CCW with its command, flags,
+/// count, data area and resulting status; without RUST_LOG=ccw_trace=trace
+/// it logs nothing.
+#[test]
+fn ccw_trace_logs_each_ccw_only_when_enabled() {
+    for enabled in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("trace.sock");
+        let log = dir.path().join("stderr.log");
+        let mut child = std::process::Command::new(binary("vhost-user-ccw"))
+            .arg("--socket-path")
+            .arg(&socket)
+            .env("RUST_LOG", if enabled { "ccw_trace=trace" } else { "info" })
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        while !socket.exists() {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut conn = Connection::connect(&socket, &Default::default()).unwrap();
+        put_ccw(
+            &conn,
+            0x1000,
+            0xe4,
+            CcwFlags::SLI | CcwFlags::CC,
+            40,
+            0x2000,
+        );
+        put_ccw(&conn, 0x1008, 0x03, CcwFlags::empty(), 0, 0);
+        assert_eq!(conn.request(&start(1, 0x1000)).unwrap().cc, 0);
+        interrupt(&mut conn);
+        drop(conn);
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = child.kill();
+        let _ = child.wait();
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<_> = text.lines().filter(|l| l.contains("ccw_trace")).collect();
+        if enabled {
+            assert_eq!(lines.len(), 2, "{text}");
+            assert!(
+                lines[0].contains(
+                    "0190 00001000 cmd=E4 flags=60 count=40 data=[2000+28] -> dstat=0c cstat=00 residual=28 cpa=00001008 chain"
+                ),
+                "{}",
+                lines[0]
+            );
+            assert!(lines[1].contains("00001008 cmd=03"), "{}", lines[1]);
+        } else {
+            assert!(lines.is_empty(), "{text}");
+        }
+    }
+}

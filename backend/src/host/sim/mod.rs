@@ -274,6 +274,11 @@ impl SimSubchannel {
                 self.device.as_mut(),
                 &mut self.buffer,
             );
+            // Opt-in CCW trace (RUST_LOG=ccw_trace=trace): one level check
+            // per CCW when off.
+            if log::log_enabled!(target: CCW_TRACE, log::Level::Trace) {
+                trace_ccw(self.config.devno, &program, index, &step);
+            }
             self.scsw.cpa = step.cpa;
             self.scsw.count = step.residual;
             self.scsw.device_status = step.status;
@@ -334,6 +339,44 @@ impl SimSubchannel {
             ..Irb::default()
         }));
     }
+}
+
+/// Log target of the CCW trace.
+pub const CCW_TRACE: &str = "ccw_trace";
+
+/// One line per executed command, in the spirit of Hercules' CCW trace:
+/// device, CCW address, command, flags, count, data areas, and the status it
+/// ended with (device status, subchannel status, residual count, CPA).
+fn trace_ccw(devno: u16, program: &ChannelProgram, index: usize, step: &Step) {
+    let entry = &program.ccws[index];
+    let what = match &entry.kind {
+        CcwKind::Command {
+            cmd, flags, count, ..
+        } => {
+            let data: Vec<String> = program
+                .data(index)
+                .iter()
+                .map(|p| format!("{:x}+{:x}", p.addr, p.len))
+                .collect();
+            format!(
+                "cmd={cmd:02X} flags={:02X} count={count} data=[{}]",
+                flags.bits(),
+                data.join(",")
+            )
+        }
+        CcwKind::Tic { .. } => "TIC".to_owned(),
+        CcwKind::Check { reason } => format!("program check: {reason}"),
+    };
+    log::trace!(
+        target: CCW_TRACE,
+        "{devno:04x} {:08x} {what} -> dstat={:02x} cstat={:02x} residual={} cpa={:08x}{}",
+        entry.addr,
+        step.status.bits(),
+        step.cstat.bits(),
+        step.residual,
+        step.cpa,
+        if step.next.is_some() { " chain" } else { "" },
+    );
 }
 
 /// Most CCWs one poll executes before yielding to the event loop.
