@@ -1019,75 +1019,49 @@ fn check_irb(expect: &IrbExpectation, state: &State) -> Result<(), String> {
     };
     let scsw = &irb.scsw;
     let mut mismatches = Vec::new();
-    if let Some(want) = expect.tag {
-        if want != *tag {
-            mismatches.push(format!("tag {tag}, expected {want}"));
+    let mut compare = |field: &str, want: Option<String>, got: String| {
+        if let Some(want) = want {
+            if want != got {
+                mismatches.push(format!("{field} {got}, expected {want}"));
+            }
         }
-    }
-    if let Some(want) = expect.fc {
-        if want != scsw.function_control {
-            mismatches.push(format!(
-                "fc {}, expected {}",
-                joined_names(scsw.function_control, &FC_NAMES),
-                joined_names(want, &FC_NAMES)
-            ));
-        }
-    }
-    if let Some(want) = expect.ac {
-        if want != scsw.activity_control {
-            mismatches.push(format!(
-                "ac {}, expected {}",
-                joined_names(scsw.activity_control, &AC_NAMES),
-                joined_names(want, &AC_NAMES)
-            ));
-        }
-    }
-    if let Some(want) = expect.sc {
-        if want != scsw.status_control {
-            mismatches.push(format!(
-                "sc {}, expected {}",
-                joined_names(scsw.status_control, &SC_NAMES),
-                joined_names(want, &SC_NAMES)
-            ));
-        }
-    }
-    if let Some(want) = expect.dstat {
-        if want != scsw.device_status {
-            mismatches.push(format!(
-                "dstat {} ({}), expected {} ({})",
-                h8(scsw.device_status.bits()),
-                joined_names(scsw.device_status, &DSTAT_NAMES),
-                h8(want.bits()),
-                joined_names::<DeviceStatus>(want, &DSTAT_NAMES)
-            ));
-        }
-    }
-    if let Some(want) = expect.cstat {
-        if want != scsw.subchannel_status {
-            mismatches.push(format!(
-                "cstat {} ({}), expected {} ({})",
-                h8(scsw.subchannel_status.bits()),
-                joined_names(scsw.subchannel_status, &CSTAT_NAMES),
-                h8(want.bits()),
-                joined_names::<SubchannelStatus>(want, &CSTAT_NAMES)
-            ));
-        }
-    }
-    if let Some(want) = expect.count {
-        if want != scsw.count {
-            mismatches.push(format!("count {}, expected {want}", scsw.count));
-        }
-    }
-    if let Some(want) = expect.cpa {
-        if want != scsw.cpa {
-            mismatches.push(format!("cpa {}, expected {}", h32(scsw.cpa), h32(want)));
-        }
-    }
-    if let Some(want) = expect.cc {
-        if want != scsw.deferred_cc {
-            mismatches.push(format!("cc {}, expected {want}", scsw.deferred_cc));
-        }
-    }
+    };
+    compare("tag", expect.tag.map(|t| t.to_string()), tag.to_string());
+    compare(
+        "fc",
+        expect.fc.map(|v| joined_names(v, &FC_NAMES)),
+        joined_names(scsw.function_control, &FC_NAMES),
+    );
+    compare(
+        "ac",
+        expect.ac.map(|v| joined_names(v, &AC_NAMES)),
+        joined_names(scsw.activity_control, &AC_NAMES),
+    );
+    compare(
+        "sc",
+        expect.sc.map(|v| joined_names(v, &SC_NAMES)),
+        joined_names(scsw.status_control, &SC_NAMES),
+    );
+    let dstat = |v: DeviceStatus| format!("{} ({})", h8(v.bits()), joined_names(v, &DSTAT_NAMES));
+    compare("dstat", expect.dstat.map(dstat), dstat(scsw.device_status));
+    let cstat =
+        |v: SubchannelStatus| format!("{} ({})", h8(v.bits()), joined_names(v, &CSTAT_NAMES));
+    compare(
+        "cstat",
+        expect.cstat.map(cstat),
+        cstat(scsw.subchannel_status),
+    );
+    compare(
+        "count",
+        expect.count.map(|c| c.to_string()),
+        scsw.count.to_string(),
+    );
+    compare("cpa", expect.cpa.map(h32), h32(scsw.cpa));
+    compare(
+        "cc",
+        expect.cc.map(|c| c.to_string()),
+        scsw.deferred_cc.to_string(),
+    );
     if let Some(want) = &expect.sense {
         let got = &irb.ecw[..want.len()];
         if got != want.as_slice() {
