@@ -168,6 +168,24 @@ impl World {
         })
     }
 
+    /// A fresh request tag.
+    fn take_tag(&mut self) -> u64 {
+        let tag = self.oracle.next_tag;
+        self.oracle.next_tag += 1;
+        tag
+    }
+
+    /// The answer every request other than START gets when the subchannel
+    /// cannot take it at all: broken, closed, not operational, no device.
+    fn unavailable(&self, host: &ModelHost) -> Option<Result<u8, ResponseStatus>> {
+        match self.sch.state() {
+            State::Broken => Some(Err(ResponseStatus::Broken)),
+            State::Closed | State::NotOper => Some(Ok(3)),
+            _ if !host.present => Some(Ok(3)),
+            _ => None,
+        }
+    }
+
     /// The session ended or the device or backend failed: the outstanding
     /// START ended with an error.
     fn end_by_error(&mut self) {
@@ -185,8 +203,7 @@ impl World {
                 self.end_by_error();
             }
             Step::StartGood | Step::StartBad => {
-                let tag = self.oracle.next_tag;
-                self.oracle.next_tag += 1;
+                let tag = self.take_tag();
                 let cpa = if step == Step::StartGood {
                     GOOD_CPA
                 } else {
@@ -216,20 +233,17 @@ impl World {
                 }
             }
             Step::Halt => {
-                let tag = self.oracle.next_tag;
-                self.oracle.next_tag += 1;
-                let expected = match self.sch.state() {
-                    State::Broken => Err(ResponseStatus::Broken),
-                    State::Closed | State::NotOper => Ok(3),
-                    _ if !host_before.present => Ok(3),
-                    _ if self.interrupt_pending(true) => Ok(1),
-                    _ if host_before
+                let tag = self.take_tag();
+                let expected = match self.unavailable(&host_before) {
+                    Some(answer) => answer,
+                    None if self.interrupt_pending(true) => Ok(1),
+                    None if host_before
                         .fc
                         .intersects(FunctionControl::HALT | FunctionControl::CLEAR) =>
                     {
                         Ok(2)
                     }
-                    _ => Ok(0),
+                    None => Ok(0),
                 };
                 let response = self.sch.request(&request(RequestType::Halt, tag, 0), None);
                 check_response("HALT", expected, response)?;
@@ -238,14 +252,8 @@ impl World {
                 }
             }
             Step::Clear => {
-                let tag = self.oracle.next_tag;
-                self.oracle.next_tag += 1;
-                let expected = match self.sch.state() {
-                    State::Broken => Err(ResponseStatus::Broken),
-                    State::Closed | State::NotOper => Ok(3),
-                    _ if !host_before.present => Ok(3),
-                    _ => Ok(0),
-                };
+                let tag = self.take_tag();
+                let expected = self.unavailable(&host_before).unwrap_or(Ok(0));
                 let response = self.sch.request(&request(RequestType::Clear, tag, 0), None);
                 check_response("CLEAR", expected, response)?;
                 if response.cc == 3 {
@@ -253,12 +261,7 @@ impl World {
                 }
             }
             Step::Store => {
-                let expected = match self.sch.state() {
-                    State::Broken => Err(ResponseStatus::Broken),
-                    State::Closed | State::NotOper => Ok(3),
-                    _ if !host_before.present => Ok(3),
-                    _ => Ok(0),
-                };
+                let expected = self.unavailable(&host_before).unwrap_or(Ok(0));
                 let response = self.sch.request(&request(RequestType::Store, 0, 0), None);
                 check_response("STORE", expected, response)?;
                 if response.status == ResponseStatus::Ok
