@@ -83,6 +83,21 @@ fn sim(latency: Duration) -> (Subchannel<SimSubchannel>, GuestRam) {
     (sch, ram(0x10000))
 }
 
+/// The final interruption of a START whose program stopped before `cpa`.
+fn start_ended_at(cpa: u32) -> Irb {
+    Irb {
+        scsw: Scsw {
+            function_control: FunctionControl::START,
+            status_control: StatusControl::PRIMARY
+                | StatusControl::SECONDARY
+                | StatusControl::STATUS_PENDING,
+            cpa,
+            ..Scsw::default()
+        },
+        ..Irb::default()
+    }
+}
+
 fn halt(tag: u64) -> Request {
     Request::new(RequestType::Halt, tag)
 }
@@ -254,18 +269,7 @@ fn interrupt_during_translation_cannot_free_the_program() {
         State::CpProcessing
     );
     // A final interruption (say of an earlier function) arrives now.
-    let irb = Irb {
-        scsw: Scsw {
-            function_control: FunctionControl::START,
-            status_control: StatusControl::PRIMARY
-                | StatusControl::SECONDARY
-                | StatusControl::STATUS_PENDING,
-            cpa: 0x1010,
-            ..Scsw::default()
-        },
-        ..Irb::default()
-    };
-    sch.dispatch(Input::Interrupt(irb));
+    sch.dispatch(Input::Interrupt(start_ended_at(0x1010)));
     assert_eq!(sch.state(), State::CpProcessing);
     assert!(sch.has_program(), "the program being translated survives");
     // The interruption is now status pending: the START is refused with
@@ -552,18 +556,7 @@ fn concurrent_crw_queueing_and_reads() {
 fn final_interrupt_with_a_foreign_cpa_is_not_taken_for_ours() {
     let (mut sch, ram) = model(Completion::OnStep);
     sch.request(&start_request(1, 0x1000), Some(&ram));
-    let irb = Irb {
-        scsw: Scsw {
-            function_control: FunctionControl::START,
-            status_control: StatusControl::PRIMARY
-                | StatusControl::SECONDARY
-                | StatusControl::STATUS_PENDING,
-            cpa: 0x8000,
-            ..Scsw::default()
-        },
-        ..Irb::default()
-    };
-    sch.dispatch(Input::Interrupt(irb));
+    sch.dispatch(Input::Interrupt(start_ended_at(0x8000)));
     assert_eq!(sch.state(), State::Broken);
     assert_eq!(sch.request(&store(), None).status, ResponseStatus::Broken);
 }
