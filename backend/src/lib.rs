@@ -112,7 +112,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
         .map(|(name, subchannel, mut listener)| {
             std::thread::Builder::new()
                 .name(format!("serve {name}"))
-                .spawn(move || -> Result<(), Error> {
+                .spawn(move || {
                     loop {
                         // A failure to accept or set up one connection
                         // (say, out of file descriptors) must not end the
@@ -126,15 +126,13 @@ pub fn run(config: &Config) -> Result<(), Error> {
                 .map_err(Error::Io)
         })
         .collect::<Result<_, _>>()?;
-    let mut result = Ok(());
+    // The serving threads never end; a panic in one would end the process.
     for thread in threads {
-        match thread.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(e),
-            Err(_) => result = Err(Error::Daemon("a serving thread panicked".to_owned())),
+        if thread.join().is_err() {
+            return Err(Error::Daemon("a serving thread panicked".to_owned()));
         }
     }
-    result
+    Ok(())
 }
 
 /// Accept one connection, serve it to its end, and close the subchannel.
