@@ -126,7 +126,8 @@ pub fn run(config: &Config) -> Result<(), Error> {
                 .map_err(Error::Io)
         })
         .collect::<Result<_, _>>()?;
-    // The serving threads never end; a panic in one would end the process.
+    // The serving threads never end: this waits for ever. A thread that
+    // panicked stops serving only its own socket (the others go on).
     for thread in threads {
         if thread.join().is_err() {
             return Err(Error::Daemon("a serving thread panicked".to_owned()));
