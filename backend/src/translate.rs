@@ -233,11 +233,13 @@ struct Mode {
 
 impl Mode {
     /// Bytes per IDAW.
+    #[inline]
     fn idaw_width(self) -> usize {
         if self.format2_idaw { 8 } else { 4 }
     }
 
     /// The block size as [`Addressing::Indirect`] records it.
+    #[inline]
     fn block_u32(self) -> u32 {
         if self.block == 2048 { 2048 } else { 4096 }
     }
@@ -685,14 +687,35 @@ impl Builder<'_> {
     /// Most channel programs are such CCWs only. Working on locals lets the
     /// compiler keep the builder's state in registers; through `&mut self`
     /// every CCW reloaded and stored it, which with the general path's case
-    /// analysis was most of the translation time. Not inlined, so that
-    /// its loop gets the registers to itself.
-    #[inline(never)]
+    /// analysis was most of the translation time. It is instantiated per
+    /// IDAW format and block size: with constant widths and shifts the loop
+    /// needs no variable shifts and keeps its state in registers.
     fn common_run(&mut self, start: u64, raw: &[u8], slot: usize) -> (usize, bool) {
-        let mode = self.mode;
+        match (self.mode.format2_idaw, self.mode.block == 4096) {
+            (true, true) => self.common_run_in::<true, true>(start, raw, slot),
+            (true, false) => self.common_run_in::<true, false>(start, raw, slot),
+            (false, true) => self.common_run_in::<false, true>(start, raw, slot),
+            (false, false) => self.common_run_in::<false, false>(start, raw, slot),
+        }
+    }
+
+    /// [`Builder::common_run`] for format-2 IDAWs or not, 4 KiB blocks or
+    /// 2 KiB.
+    #[inline(never)]
+    fn common_run_in<const FORMAT2: bool, const BLOCK_4K: bool>(
+        &mut self,
+        start: u64,
+        raw: &[u8],
+        slot: usize,
+    ) -> (usize, bool) {
+        let mode = Mode {
+            format1: true,
+            format2_idaw: FORMAT2,
+            block: if BLOCK_4K { 4096 } else { 2048 },
+        };
         let (mask, shift) = (mode.block - 1, mode.block.trailing_zeros());
         let width = mode.idaw_width();
-        let idaw_limit: u64 = if mode.format2_idaw { u64::MAX } else { 1 << 31 };
+        let idaw_limit: u64 = if FORMAT2 { u64::MAX } else { 1 << 31 };
         let (low, high) = self.data_range;
         let in_range = |addr: u64, len: u64| addr >= low && addr.saturating_add(len) <= high;
         let unusual = CcwFlags::CD | CcwFlags::SKIP | CcwFlags::S | CcwFlags::MIDA;
