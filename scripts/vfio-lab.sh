@@ -38,6 +38,11 @@ RUST=1.85.0+dfsg3-1~deb12u3
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 
+# The patched QEMU comes first: it also puts bookworm-backports into apt's
+# sources (the kernel packages come from there) and installs
+# qemu-system-data (the s390-ccw firmware).
+[ "${1:-}" = prepare ] || scripts/build-qemu.sh > /dev/null
+
 # --- host packages (tools only; the s390x packages are downloaded, never
 # installed)
 if ! dpkg --print-foreign-architectures | grep -qx s390x; then
@@ -123,3 +128,96 @@ fi
 if [ "${1:-}" = prepare ]; then
     exit 0
 fi
+
+# --- vhost-user-ccw and the frontend for s390x, in a target directory of
+# their own (the host build is not touched)
+log "cross-building vhost-user-ccw and vhost-user-ccw-frontend for s390x"
+LD_LIBRARY_PATH="$rust/root/usr/lib/x86_64-linux-gnu:$rust/root/usr/lib" \
+    RUSTC="$rust/rustc" CARGO_TARGET_DIR="$lab/target" \
+    CARGO_TARGET_S390X_UNKNOWN_LINUX_GNU_LINKER=s390x-linux-gnu-gcc \
+    RUSTFLAGS="-C target-feature=+crt-static" \
+    cargo build --release --target s390x-unknown-linux-gnu \
+    -p vhost-user-ccw -p vhost-user-ccw-frontend --bins >&2
+bin="$lab/target/s390x-unknown-linux-gnu/release"
+
+# --- initramfs: busybox, the vfio_ccw module closure, the binaries, /init
+log "building the initramfs"
+root=$(mktemp -d "$lab/initramfs.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+kv=$(ls "$lab/kroot/lib/modules")
+moddir="$lab/kroot/lib/modules/$kv"
+mkdir -p "$root/bin" "$root/lab" "$root/lib/modules/$kv/extra"
+cp "$lab/bbroot/bin/busybox" "$root/bin/busybox"
+for b in vhost-user-ccw vhost-user-ccw-frontend; do
+    s390x-linux-gnu-strip -o "$root/bin/$b" "$bin/$b"
+done
+cp scripts/vfio-lab/init.sh "$root/init" && chmod 755 "$root/init"
+cp scripts/vfio-lab/*.ccw "$root/lab/"
+cp "$lab/ko/mdev.ko" "$lab/ko/vfio_ccw.ko" "$root/lib/modules/$kv/extra/"
+# The modules the two need, from the kernel package (with dependencies).
+declare -A module_path=() copied=()
+while read -r f; do
+    n=$(basename "$f"); n=${n%.xz}; n=${n%.ko}; module_path[${n//-/_}]=$f
+done < <(find "$moddir/kernel" -name '*.ko' -o -name '*.ko.xz')
+add_module() {
+    local n=${1//-/_} f rel d
+    [ -n "${copied[$n]:-}" ] && return 0
+    copied[$n]=1
+    f=${module_path[$n]:-}
+    if [ -z "$f" ]; then
+        [ -e "$root/lib/modules/$kv/extra/$n.ko" ] && f="$root/lib/modules/$kv/extra/$n.ko"
+    else
+        rel=${f#"$moddir"/}
+        mkdir -p "$root/lib/modules/$kv/$(dirname "$rel")"
+        if [[ $f == *.xz ]]; then
+            xz -dc "$f" > "$root/lib/modules/$kv/${rel%.xz}"
+        else
+            cp "$f" "$root/lib/modules/$kv/$rel"
+        fi
+    fi
+    [ -n "$f" ] || { log "module $n not found"; exit 1; }
+    for d in $(modinfo -F depends "$f" | tr ',' ' '); do add_module "$d"; done
+}
+add_module vfio_ccw
+add_module vfio_iommu_type1
+cp "$moddir/modules.builtin" "$moddir/modules.order" "$root/lib/modules/$kv/" 2>/dev/null || true
+depmod -b "$root" "$kv"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$lab/initrd.gz"
+
+# --- boot: a 64 MiB virtio-blk-ccw disk at 0.0.0005, the lab runs as /init
+qemu=$(scripts/build-qemu.sh)
+truncate -s 64M "$lab/disk.raw"
+console="$lab/console.log"
+log "booting the s390x guest (TCG) with $qemu"
+set +e
+timeout 900 "$qemu" -L /usr/share/qemu -M s390-ccw-virtio -cpu max -accel tcg -m 1024 -smp 1 \
+    -nographic -no-reboot -kernel "$lab/kroot/boot/vmlinuz-$kv" -initrd "$lab/initrd.gz" \
+    -append "console=ttysclp0 panic=-1 quiet" -nic none \
+    -drive "file=$lab/disk.raw,if=none,id=d0,format=raw" \
+    -device virtio-blk-ccw,drive=d0,devno=fe.0.0005 < /dev/null > "$console" 2>&1
+qemu_rc=$?
+set -e
+[ -n "${VFIO_LAB_KEEP_LOG:-}" ] && cp "$console" "$VFIO_LAB_KEEP_LOG"
+
+# --- verdict
+expected=(setup backend-uuid sense-id virtio virtio-legacy halt-clear kill-mid-run after-kill after-kill-virtio
+    backend-path path-sense-id kernel-log)
+failed=0
+for check in "${expected[@]}"; do
+    if grep -q "^VFIO-LAB-RESULT $check pass" "$console"; then
+        log "pass: $check"
+    else
+        log "FAIL: $check"
+        failed=1
+    fi
+done
+if ! grep -q '^VFIO-LAB-DONE' "$console"; then
+    log "FAIL: the guest did not finish (qemu exit $qemu_rc)"
+    failed=1
+fi
+if [ $failed -ne 0 ]; then
+    log "console log: $console"
+    tail -n 80 "$console" >&2
+    exit 1
+fi
+log "all checks passed (console log: $console)"

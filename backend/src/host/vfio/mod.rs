@@ -202,6 +202,26 @@ fn guest_irb(mut irb: Irb, program: Option<&HostProgram>) -> Irb {
     irb
 }
 
+/// Offset of the ERW in an IRB (SCSW 12 bytes, then ESW word 0).
+const IRB_ERW: usize = 16;
+
+/// Decode an IRB the kernel stored. Reserved ERW bits (bit 0, bits 16-31)
+/// are cleared first: the channel subsystem under us may set them (QEMU's
+/// emulated devices store the sense count in bits 16-23 with concurrent
+/// sense), and what the guest gets must be architecturally clean.
+fn decode_host_irb(mut bytes: [u8; Irb::SIZE]) -> Result<Irb, HostError> {
+    let reserved = bytes[IRB_ERW] & 0x80 != 0 || bytes[IRB_ERW + 2..IRB_ERW + 4] != [0, 0];
+    if reserved {
+        log::debug!(
+            "vfio: reserved ERW bits cleared: {:02x?}",
+            &bytes[IRB_ERW..IRB_ERW + 4]
+        );
+        bytes[IRB_ERW] &= 0x7f;
+        bytes[IRB_ERW + 2..IRB_ERW + 4].fill(0);
+    }
+    Irb::decode(&bytes).map_err(|e| invalid("IRB", e.to_string()))
+}
+
 /// A channel report as a host event: channel-path reports become path
 /// changes (initialized = on, permanent error = off); others are logged.
 fn crw_event(crw: &Crw) -> Option<HostEvent> {
@@ -742,7 +762,7 @@ impl VfioSubchannel {
                 .read_exact_at(&mut bytes, device.io + sys::IO_IRB)
         })
         .map_err(os("reading the IRB"))?;
-        Irb::decode(&bytes).map_err(|e| invalid("IRB", e.to_string()))
+        decode_host_irb(bytes)
     }
 
     /// Read the SCHIB and run SENSE ID with a program of our own in the

@@ -311,3 +311,25 @@ fn a_missing_mdev_is_a_clear_error() {
         "{e}"
     );
 }
+
+#[test]
+fn reserved_erw_bits_of_a_host_irb_are_cleared() {
+    // A unit check with concurrent sense as QEMU stores it: ERW S bit, and
+    // the sense count (32) in the reserved bits 16-23 instead of 10-15.
+    let mut irb = Irb {
+        scsw: final_scsw(0x1008),
+        ..Irb::default()
+    };
+    irb.scsw.device_status |= DeviceStatus::UNIT_CHECK;
+    irb.ecw[0] = 0x80; // command reject
+    let mut bytes = irb.encode();
+    bytes[16..20].copy_from_slice(&[0x81, 0x00, 0x20, 0x01]);
+    let decoded = decode_host_irb(bytes).unwrap();
+    assert!(decoded.esw.erw.concurrent_sense);
+    assert_eq!(decoded.esw.erw.sense_count, 0);
+    assert_eq!(decoded.ecw[0], 0x80);
+    assert_eq!(decoded.scsw, irb.scsw);
+    assert_eq!(&decoded.encode()[16..20], &[0x01, 0x00, 0x00, 0x00]);
+    // A clean IRB is unchanged.
+    assert_eq!(decode_host_irb(irb.encode()).unwrap(), irb);
+}
