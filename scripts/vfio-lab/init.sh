@@ -76,7 +76,14 @@ if start_backend "$UUID"; then
     if kill -9 $busy 2>/dev/null; then
         wait $busy 2>/dev/null
         echo "frontend killed while it was running"
-        result kill-mid-run pass
+        sleep 1
+        # The end of the session quiesced and closed the device.
+        last=$(grep 'vfio: ' /tmp/backend.log | tail -n 1)
+        echo "backend after the kill: $last"
+        case "$last" in
+        *"closed: subchannel disabled"*) result kill-mid-run pass ;;
+        *) result kill-mid-run fail ;;
+        esac
     else
         echo "the busy frontend ended before it could be killed:"; tail -n 20 /tmp/busy.json
         result kill-mid-run fail

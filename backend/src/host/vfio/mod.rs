@@ -594,6 +594,7 @@ impl VfioSubchannel {
                 let _ = sys::set_irq_eventfd(&device.file, index, None);
             }
             drop(device);
+            log::info!("vfio: {} closed: subchannel disabled", self.target.name);
         }
         self.running = None;
         self.last_layout = None;
@@ -848,6 +849,7 @@ impl HostSubchannel for VfioSubchannel {
         if self.device.is_none() {
             let _ = drained(&self.io_event);
             self.device = Some(self.open_device()?);
+            log::info!("vfio: {} opened: subchannel enabled", self.target.name);
         }
         Ok(())
     }
