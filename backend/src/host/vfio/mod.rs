@@ -647,6 +647,11 @@ impl VfioSubchannel {
                 return Ok(mapped.map.clone());
             }
         }
+        if self.running.is_some() {
+            // Unmapping pages the channel may still use would make
+            // vfio-ccw reset the device under the running program.
+            return Err("the memory table changed while a program runs".to_owned());
+        }
         self.unmap_ram();
         let window = ProgramWindow {
             iova: PROGRAM_WINDOW_IOVA,
@@ -879,9 +884,11 @@ impl HostSubchannel for VfioSubchannel {
         if self.gone || self.device.is_none() {
             return HostCc::NotOperational;
         }
-        if self.running.is_some() {
-            return HostCc::Busy;
-        }
+        // Whether a start is still in progress is the kernel's to say
+        // (EBUSY): a program whose final status was overwritten in the I/O
+        // region must not keep the host busy for ever. Rewriting the
+        // program window is safe at any time: vfio-ccw runs its own copy of
+        // the program, made when the START was accepted.
         let map = match self.map_ram(&ram) {
             Ok(map) => map,
             Err(why) => return self.refuse_start(&program, &why),
