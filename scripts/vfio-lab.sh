@@ -201,7 +201,7 @@ set -e
 
 # --- verdict
 expected=(setup backend-uuid sense-id virtio virtio-legacy halt-clear kill-mid-run after-kill after-kill-virtio
-    backend-path path-sense-id kernel-log)
+    backend-path path-sense-id device-gone mdev-removed kernel-log)
 failed=0
 for check in "${expected[@]}"; do
     if grep -q "^VFIO-LAB-RESULT $check pass" "$console"; then

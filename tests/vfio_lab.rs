@@ -23,6 +23,8 @@ const CHECKS: &[&str] = &[
     "after-kill-virtio",
     "backend-path",
     "path-sense-id",
+    "device-gone",
+    "mdev-removed",
     "kernel-log",
 ];
 

@@ -100,6 +100,17 @@ fi
 if start_backend "/sys/bus/mdev/devices/$UUID"; then
     result backend-path pass
     run path-sense-id sense-id.ccw
+    # Remove the mdev under a waiting session (REQ interrupt).
+    ( sleep 3; timeout 60 sh -c "echo 1 > /sys/bus/mdev/devices/$UUID/remove" \
+        && echo "mdev removed" > /tmp/removed ) &
+    remover=$!
+    run device-gone gone.ccw
+    wait $remover
+    if [ -e /tmp/removed ] && [ ! -e "/sys/bus/mdev/devices/$UUID" ]; then
+        result mdev-removed pass
+    else
+        result mdev-removed fail
+    fi
     stop_backend
 else
     result backend-path fail
