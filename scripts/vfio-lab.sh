@@ -29,8 +29,10 @@ lab="$cache/vfio-lab"
 mkdir -p "$lab"
 log() { echo "vfio-lab: $*" >&2; }
 
-# Pinned package versions: the kernel the modules are built for, its
-# source, and the compiler that matches the project's MSRV.
+# Pinned package versions: the kernel the modules are built for (with its
+# headers, kbuild and source of the same version), and the compiler that
+# matches the project's MSRV. bookworm-backports keeps only its newest
+# kernel: should the pinned one be gone, the newest 6.12 there is used.
 KVER=6.12.95+deb12
 KPKG=6.12.95-1~bpo12+1
 RUST=1.85.0+dfsg3-1~deb12u3
@@ -41,7 +43,7 @@ sudo=""
 # The patched QEMU comes first: it also puts bookworm-backports into apt's
 # sources (the kernel packages come from there) and installs
 # qemu-system-data (the s390-ccw firmware).
-[ "${1:-}" = prepare ] || scripts/build-qemu.sh > /dev/null
+scripts/build-qemu.sh > /dev/null
 
 # --- host packages (tools only; the s390x packages are downloaded, never
 # installed)
@@ -50,6 +52,23 @@ if ! dpkg --print-foreign-architectures | grep -qx s390x; then
     $sudo dpkg --add-architecture s390x
     rm -f "$lab/.apt-updated"
 fi
+apt_update() {
+    if [ ! -e "$lab/.apt-updated" ]; then
+        $sudo apt-get update -qq
+        touch "$lab/.apt-updated"
+    fi
+}
+if ! apt-cache show "linux-image-$KVER-s390x:s390x=$KPKG" > /dev/null 2>&1; then
+    rm -f "$lab/.apt-updated"
+    apt_update
+fi
+if ! apt-cache show "linux-image-$KVER-s390x:s390x=$KPKG" > /dev/null 2>&1; then
+    KVER=$(apt-cache search --names-only '^linux-image-6\.12\.[0-9]+\+deb12-s390x$' |
+        sed -E 's/^linux-image-(\S+)-s390x .*/\1/' | sort -V | tail -n 1)
+    KPKG=$(apt-cache show "linux-image-$KVER-s390x:s390x" 2>/dev/null | sed -n 's/^Version: //p' | head -n 1)
+    [ -n "$KVER" ] && [ -n "$KPKG" ] || { log "no Debian 6.12 s390x kernel in apt's sources"; exit 1; }
+    log "the pinned kernel is gone from the archive: using $KVER ($KPKG)"
+fi
 need=()
 for pkg in gcc-s390x-linux-gnu libc6-dev-s390x-cross gcc-12-s390x-linux-gnu kmod cpio \
     xz-utils bc make flex bison libelf-dev "linux-kbuild-$KVER" qemu-system-data; do
@@ -57,10 +76,7 @@ for pkg in gcc-s390x-linux-gnu libc6-dev-s390x-cross gcc-12-s390x-linux-gnu kmod
 done
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
-    if [ ! -e "$lab/.apt-updated" ]; then
-        $sudo apt-get update -qq
-        touch "$lab/.apt-updated"
-    fi
+    apt_update
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
         -t bookworm-backports "${need[@]}" >&2
 fi
@@ -68,19 +84,23 @@ fi
 # --- downloads
 debs="$lab/debs"
 mkdir -p "$debs"
-if [ ! -e "$debs/.done" ]; then
-    log "downloading the s390x kernel, its source, busybox and Rust $RUST"
-    [ -e "$lab/.apt-updated" ] || { $sudo apt-get update -qq; touch "$lab/.apt-updated"; }
+# Stamps hold what they were made for: another kernel or compiler version
+# redoes the step.
+stamp="$KPKG $RUST"
+if [ "$(cat "$debs/.done" 2>/dev/null)" != "$stamp" ]; then
+    log "downloading the s390x kernel $KPKG, its source, busybox and Rust $RUST"
+    apt_update
+    rm -f "$debs"/*.deb
     (cd "$debs" && apt-get download \
         "linux-image-$KVER-s390x:s390x=$KPKG" "linux-headers-$KVER-s390x:s390x=$KPKG" \
         "linux-headers-$KVER-common=$KPKG" "linux-source-6.12=$KPKG" busybox-static:s390x \
         "rustc-web=$RUST" "libstd-rust-web-dev=$RUST" "libstd-rust-web-1.85:amd64=$RUST" \
         "libstd-rust-web-dev:s390x=$RUST" "libstd-rust-web-1.85:s390x=$RUST" libllvm19 >&2)
-    touch "$debs/.done"
+    echo "$stamp" > "$debs/.done"
 fi
 
 # --- the s390x kernel, busybox and the out-of-tree vfio_ccw modules
-if [ ! -e "$lab/ko/.done" ]; then
+if [ "$(cat "$lab/ko/.done" 2>/dev/null)" != "$KPKG" ]; then
     log "building mdev.ko and vfio_ccw.ko for $KVER"
     rm -rf "$lab/kroot" "$lab/bbroot" "$lab/hdr" "$lab/oot" "$lab/ko"
     mkdir -p "$lab/kroot" "$lab/bbroot" "$lab/hdr/usr/lib" "$lab/oot/mdev" "$lab/oot/vfio_ccw" "$lab/ko"
@@ -109,12 +129,12 @@ if [ ! -e "$lab/ko/.done" ]; then
         -j"$(nproc)" modules >&2
     s390x-linux-gnu-strip --strip-debug -o "$lab/ko/mdev.ko" "$lab/oot/mdev/mdev.ko"
     s390x-linux-gnu-strip --strip-debug -o "$lab/ko/vfio_ccw.ko" "$lab/oot/vfio_ccw/vfio_ccw.ko"
-    touch "$lab/ko/.done"
+    echo "$KPKG" > "$lab/ko/.done"
 fi
 
 # --- Rust 1.85 for s390x (Debian's compiler with its s390x std as sysroot)
 rust="$lab/rust"
-if [ ! -e "$rust/.done" ]; then
+if [ "$(cat "$rust/.done" 2>/dev/null)" != "$RUST" ]; then
     log "unpacking Rust $RUST with the s390x standard library"
     rm -rf "$rust" && mkdir -p "$rust/root"
     for f in "$debs"/rustc-web_*.deb "$debs"/libstd-rust-web*.deb "$debs"/libllvm19_*.deb; do
@@ -122,7 +142,7 @@ if [ ! -e "$rust/.done" ]; then
     done
     printf '#!/bin/sh\nexec %s/root/usr/bin/rustc --sysroot %s/root/usr "$@"\n' "$rust" "$rust" \
         > "$rust/rustc" && chmod +x "$rust/rustc"
-    touch "$rust/.done"
+    echo "$RUST" > "$rust/.done"
 fi
 
 if [ "${1:-}" = prepare ]; then
