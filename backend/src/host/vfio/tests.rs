@@ -333,3 +333,26 @@ fn reserved_erw_bits_of_a_host_irb_are_cleared() {
     // A clean IRB is unchanged.
     assert_eq!(decode_host_irb(irb.encode()).unwrap(), irb);
 }
+
+#[test]
+fn guest_ram_mappings_skip_the_control_window_and_need_page_alignment() {
+    use crate::memory::tests::region;
+    use vm_memory::GuestMemoryMmap;
+
+    let ram0 = region(0, 0x10_0000, 0, 0x10_0000);
+    let ram1 = region(0x20_0000, 0x1_0000, 0, 0x1_0000);
+    let control = region(CONTROL_WINDOW_BASE, 0x1000, 0, 0x1000);
+    let hosts = [ram0.as_ptr().addr(), ram1.as_ptr().addr()].map(|a| u64::try_from(a).unwrap());
+    let mem = GuestMemoryMmap::from_regions(vec![ram0, ram1, control]).unwrap();
+    let ram = GuestRam::new(Arc::new(mem));
+    assert_eq!(
+        VfioSubchannel::ram_regions(&ram).unwrap(),
+        vec![(0, 0x10_0000, hosts[0]), (0x20_0000, 0x1_0000, hosts[1])]
+    );
+
+    // A region that does not start on a page boundary cannot be mapped
+    // into the container.
+    let mem = GuestMemoryMmap::from_regions(vec![region(0x800, 0x2000, 0, 0x2000)]).unwrap();
+    let e = VfioSubchannel::ram_regions(&GuestRam::new(Arc::new(mem))).unwrap_err();
+    assert!(e.contains("0x800+0x2000 is not page aligned"), "{e}");
+}
