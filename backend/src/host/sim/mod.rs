@@ -24,7 +24,7 @@ use vhost_user_ccw_protocol::arch::{
 };
 use vmm_sys_util::timerfd::TimerFd;
 
-use self::device::DeviceModel;
+use self::device::{Chaining, DeviceModel};
 use super::{HostCc, HostError, HostEvent, HostSubchannel, Identity};
 use crate::memory::GuestRam;
 use crate::translate::{CCW_SIZE, CcwKind, ChannelProgram, Direction, MAX_DATA_BYTES};
@@ -69,6 +69,8 @@ struct Running {
     next: usize,
     /// Whether execution began (the start function left start-pending).
     started: bool,
+    /// Whether a command was executed (the next one is chained to it).
+    executed: bool,
 }
 
 /// The emulated subchannel.
@@ -208,7 +210,9 @@ impl SimSubchannel {
     }
 
     fn do_clear(&mut self, events: &mut Vec<HostEvent>) {
-        self.running = None;
+        if self.running.take().is_some() {
+            self.device.chain_ended();
+        }
         self.device.reset();
         self.pmcw.lpum = 0;
         self.pmcw.pom = 0xff;
@@ -221,11 +225,13 @@ impl SimSubchannel {
     }
 
     fn do_halt(&mut self, events: &mut Vec<HostEvent>) {
-        if let Some(running) = self.running.take() {
+        if self.running.take().is_some() {
             // The device is stopped at a CCW boundary: it presents device
             // end, and the CPA designates the CCW after the last one executed.
             // The CPA of the last step already designates the next CCW.
-            let _ = running;
+            // What the device deferred to the end of the chain is done; a
+            // failure stays in its sense data for the next SENSE.
+            self.device.chain_ended();
             self.scsw.device_status = DeviceStatus::DEVICE_END;
         } else {
             self.scsw.device_status = DeviceStatus::empty();
@@ -267,10 +273,13 @@ impl SimSubchannel {
             let program = Arc::clone(&running.program);
             let ram = running.ram.clone();
             let index = program.resolve(running.next);
+            let first = !running.executed;
+            running.executed = true;
             let step = execute_step(
                 &program,
                 &ram,
                 index,
+                first,
                 self.device.as_mut(),
                 &mut self.buffer,
             );
@@ -307,6 +316,7 @@ impl SimSubchannel {
                             SubchannelStatus::PROGRAM_CONTROLLED_INTERRUPTION;
                     }
                     self.running = None;
+                    self.scsw.device_status |= self.device.chain_ended();
                     self.scsw.activity_control = ActivityControl::empty();
                     self.scsw.status_control = StatusControl::PRIMARY
                         | StatusControl::SECONDARY
@@ -314,9 +324,10 @@ impl SimSubchannel {
                     let error = SubchannelStatus::INCORRECT_LENGTH
                         | SubchannelStatus::PROGRAM_CHECK
                         | SubchannelStatus::CHANNEL_DATA_CHECK;
+                    let status = self.scsw.device_status;
                     if step.cstat.intersects(error)
-                        || step.status.contains(DeviceStatus::UNIT_CHECK)
-                        || step.status.contains(DeviceStatus::UNIT_EXCEPTION)
+                        || status.contains(DeviceStatus::UNIT_CHECK)
+                        || status.contains(DeviceStatus::UNIT_EXCEPTION)
                     {
                         self.scsw.status_control |= StatusControl::ALERT;
                     }
@@ -438,6 +449,7 @@ fn execute_step(
     program: &ChannelProgram,
     ram: &GuestRam,
     first: usize,
+    opens_program: bool,
     device: &mut dyn DeviceModel,
     buffer: &mut Vec<u8>,
 ) -> Step {
@@ -503,7 +515,14 @@ fn execute_step(
             at += usize::from(part.count);
         }
     }
-    let response = device.execute(cmd, &mut buffer[..total]);
+    let last = &parts[parts.len() - 1];
+    let chaining = Chaining {
+        first: opens_program,
+        continues: broken_chain.is_none()
+            && last.flags.contains(CcwFlags::CC)
+            && !last.flags.contains(CcwFlags::CD),
+    };
+    let response = device.execute(cmd, &mut buffer[..total], chaining);
     let transferred = response.length.min(total);
     if direction == Direction::In {
         let mut at = 0;
@@ -669,6 +688,7 @@ impl HostSubchannel for SimSubchannel {
             ram,
             next: 0,
             started: false,
+            executed: false,
         });
         HostCc::Accepted
     }

@@ -176,6 +176,11 @@ impl CkdImage {
         self.geometry
     }
 
+    /// Whether the image was opened for writing.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
     /// The image file's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -3,9 +3,13 @@
 //! [`CkdImage`] is a file of fixed-size track slots, each holding a whole
 //! track's count-key-data records behind a checksummed header; [`cdl`]
 //! formats an image in the compatible disk layout Linux expects and maps
-//! the 4 KiB blocks of its partition.
+//! the 4 KiB blocks of its partition; [`dasd`] is the 3390 device model
+//! the simulated subchannel runs channel programs against, with its
+//! self-description in [`identity`].
 
 pub mod cdl;
+pub mod dasd;
+pub mod identity;
 mod image;
 pub mod track;
 
