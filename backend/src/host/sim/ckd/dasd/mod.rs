@@ -1026,3 +1026,6 @@ impl DeviceModel for Dasd {
         self.sense
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;
