@@ -21,7 +21,7 @@ fn repo_file(path: &str) -> std::path::PathBuf {
 
 #[test]
 fn demo_script_reports_the_identity_and_the_data_read_back() {
-    let backend = Backend::start("sim");
+    let backend = Backend::start("sim,device=buffer");
     let out = frontend(backend.socket(), &repo_file("examples/demo.ccw"));
     assert!(
         out.status.success(),
@@ -51,7 +51,7 @@ fn demo_script_reports_the_identity_and_the_data_read_back() {
 
 #[test]
 fn failed_expectation_exits_1_and_names_the_line() {
-    let backend = Backend::start("sim");
+    let backend = Backend::start("sim,device=buffer");
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("wrong.ccw");
     std::fs::write(
@@ -73,7 +73,7 @@ fn unusable_input_exits_2_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("bad.ccw");
     std::fs::write(&script, "ccws p at=0x1000\nccw frobnicate\n").unwrap();
-    let backend = Backend::start("sim");
+    let backend = Backend::start("sim,device=buffer");
     let out = frontend(backend.socket(), &script);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
@@ -94,7 +94,7 @@ fn frontend_killed_during_a_pending_start_leaves_a_clean_subchannel() {
     use vhost_user_ccw_protocol::wire::{Event, Request, RequestType};
     use vhost_user_ccw_tests::start;
 
-    let backend = Backend::start("sim,latency-us=50000");
+    let backend = Backend::start("sim,device=buffer,latency-us=50000");
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("long.ccw");
     let mut text = String::from("ccws long at=0x1000\n");

@@ -72,13 +72,13 @@ fn sense_id(qemu: &mut Qemu, schid: &str) {
 
 #[test]
 fn sense_id_through_qemu_lands_in_guest_memory() {
-    let (_backend, mut qemu, schid) = setup("sim");
+    let (_backend, mut qemu, schid) = setup("sim,device=buffer");
     sense_id(&mut qemu, &schid);
 }
 
 #[test]
 fn stsch_shows_the_backends_paths() {
-    let (_backend, mut qemu, schid) = setup("sim,chpid=0x2a");
+    let (_backend, mut qemu, schid) = setup("sim,device=buffer,chpid=0x2a");
     let (cc, schib) = qemu.stsch(&schid);
     assert_eq!(cc, 0);
     let pmcw = schib.unwrap().pmcw;
@@ -92,7 +92,7 @@ fn stsch_shows_the_backends_paths() {
 
 #[test]
 fn chained_write_and_read_move_the_bytes() {
-    let (_backend, mut qemu, schid) = setup("sim,size=64");
+    let (_backend, mut qemu, schid) = setup("sim,device=buffer,size=64");
     qemu.write(0x3000, b"The quick brown fox jumps over!!");
     qemu.write(0x3100, &0u32.to_be_bytes());
     qemu.write(0x4000, &[0; 32]);
@@ -111,7 +111,7 @@ fn chained_write_and_read_move_the_bytes() {
 
 #[test]
 fn halt_and_clear_of_a_running_program() {
-    let (_backend, mut qemu, schid) = setup("sim,latency-us=20000");
+    let (_backend, mut qemu, schid) = setup("sim,device=buffer,latency-us=20000");
     for i in 0..99u64 {
         ccw(&mut qemu, 0x1000 + 8 * i, 0x03, CcwFlags::CC, 0, 0);
     }
@@ -138,7 +138,7 @@ fn halt_and_clear_of_a_running_program() {
 
 #[test]
 fn program_outside_guest_ram_ends_in_a_program_check() {
-    let (_backend, mut qemu, schid) = setup("sim");
+    let (_backend, mut qemu, schid) = setup("sim,device=buffer");
     ccw(
         &mut qemu,
         0x1000,
@@ -161,7 +161,7 @@ fn program_outside_guest_ram_ends_in_a_program_check() {
 
 #[test]
 fn backend_killed_then_restarted() {
-    let (mut backend, mut qemu, schid) = setup("sim,latency-us=20000");
+    let (mut backend, mut qemu, schid) = setup("sim,device=buffer,latency-us=20000");
     let socket = backend.socket().to_path_buf();
     for i in 0..99u64 {
         ccw(&mut qemu, 0x1000 + 8 * i, 0x03, CcwFlags::CC, 0, 0);
@@ -175,7 +175,7 @@ fn backend_killed_then_restarted() {
     // Meanwhile the subchannel is not operational.
     assert_eq!(qemu.ssch(&schid, ORB_ADDR, &orb(0x1000)), 3);
 
-    let _restarted = Backend::start_at(&socket, "sim");
+    let _restarted = Backend::start_at(&socket, "sim,device=buffer");
     let deadline = std::time::Instant::now() + WAIT;
     ccw(&mut qemu, 0x1000, 0x03, CcwFlags::empty(), 0, 0);
     loop {
@@ -195,7 +195,7 @@ fn backend_killed_then_restarted() {
 
 #[test]
 fn qemu_killed_backend_serves_the_next_qemu() {
-    let (backend, mut qemu, schid) = setup("sim,latency-us=20000");
+    let (backend, mut qemu, schid) = setup("sim,device=buffer,latency-us=20000");
     for i in 0..99u64 {
         ccw(&mut qemu, 0x1000 + 8 * i, 0x03, CcwFlags::CC, 0, 0);
     }
@@ -238,7 +238,7 @@ fn missing_socket_and_private_ram_are_clean_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nobody.sock"));
 
-    let backend = Backend::start("sim");
+    let backend = Backend::start("sim,device=buffer");
     let chardev = format!("socket,id=cs0,path={}", backend.socket().display());
     let out = run(&[
         "-m",

@@ -373,7 +373,11 @@ mod reference {
             // SLI suppresses incorrect length, unless CD is set (CD also
             // overrides CC).
             let sli = part.flags.contains(CcwFlags::SLI) && !part.flags.contains(CcwFlags::CD);
-            let incorrect_length = response.length != total && !sli;
+            // A command rejected at once (unit check, nothing transferred)
+            // never began its transfer: no incorrect length.
+            let rejected =
+                response.status.contains(DeviceStatus::UNIT_CHECK) && response.length == 0;
+            let incorrect_length = response.length != total && !sli && !rejected;
             let status = response.status;
             let ending = Ending {
                 cpa: u32::try_from(part.addr + 8).expect("31-bit CCW address"),

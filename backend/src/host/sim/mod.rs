@@ -562,7 +562,10 @@ fn execute_step(
     let part = &parts[ended];
     let mut cstat = SubchannelStatus::empty();
     let suppressed = part.flags.contains(CcwFlags::SLI) && !part.flags.contains(CcwFlags::CD);
-    if response.length != total && !suppressed {
+    // A command the device rejects at once (unit check, nothing moved)
+    // never started its data transfer: no incorrect length (POPs).
+    let rejected = response.status.contains(DeviceStatus::UNIT_CHECK) && response.length == 0;
+    if response.length != total && !suppressed && !rejected {
         cstat = SubchannelStatus::INCORRECT_LENGTH;
     }
     let mut step = Step {

@@ -16,8 +16,11 @@
 
 use vhost_user_ccw_protocol::arch::{DeviceStatus, Sense, SenseId};
 
+use std::path::Path;
+
+use super::cdl::format_cdl;
 use super::identity::{self, DasdIdentity};
-use super::track::{COUNT_LEN, MAX_TRACK_BYTES};
+use super::track::{COUNT_LEN, MAX_TRACK_BYTES, crc32};
 use super::{CkdError, CkdImage, Geometry, Record, Track};
 use crate::host::sim::device::{Chaining, DeviceModel, DeviceResponse};
 
@@ -295,6 +298,39 @@ impl Dasd {
         }
     }
 
+    /// A 3390 over the image file at `path`, opened for reading and
+    /// writing. Its serial number derives from the path, so that two
+    /// volumes of one process never share a device UID.
+    pub fn open(path: &Path, devno: u16) -> Result<Self, CkdError> {
+        let image = CkdImage::open(path)?;
+        let name = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let serial = crc32(name.as_os_str().as_encoded_bytes());
+        Ok(Self::new(image, devno, serial))
+    }
+
+    /// A 3390 over a scratch image of `geometry`, formatted in CDL with
+    /// volume serial `Vdddd` (the device number): a file in the temporary
+    /// directory that is unlinked at once, so that nothing of it outlives
+    /// the process, whatever way it ends. Nothing written is durable.
+    pub fn scratch(geometry: Geometry, devno: u16) -> Result<Self, CkdError> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "vhost-user-ccw-scratch-{}-{devno:04x}-{nanos:08x}.img",
+            std::process::id()
+        ));
+        let mut image = CkdImage::create(&path, geometry)?;
+        let unlinked = std::fs::remove_file(&path);
+        format_cdl(&mut image, &format!("V{devno:04X}"), |_, _| {})?;
+        unlinked.map_err(|source| CkdError::Io {
+            context: format!("remove scratch image {}", path.display()),
+            source,
+        })?;
+        Ok(Self::new(image, devno, nanos))
+    }
+
     /// The volume's geometry.
     pub fn geometry(&self) -> Geometry {
         self.image.geometry()
@@ -311,8 +347,18 @@ impl Dasd {
         s[0] = b0;
         s[1] = b1;
         s[3] = self.chain.domain.map_or(0, |d| d.remaining);
+        let on_track = matches!(
+            fault,
+            Fault::NoRecordFound
+                | Fault::FileProtected
+                | Fault::InvalidTrackFormat
+                | Fault::EndOfCylinder
+                | Fault::DataCheck
+        );
         let (cyl, head) = self.geometry().track_address(self.track).unwrap_or((0, 0));
-        if cyl > 0x0FFF {
+        if !on_track {
+            // Bytes 5-6 locate track errors only.
+        } else if cyl > 0x0FFF {
             s[5] = 0xFF;
             s[6] = 0xFF;
             s[27] = 0x20;
