@@ -5,6 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::track::{SLOT_SIZE, TRACK_CAPACITY, Track, crc32};
+use super::view::TrackView;
 use super::{CkdError, DEVICE_TYPE, Geometry, HEADS};
 
 /// First bytes of every image.
@@ -209,6 +210,45 @@ impl CkdImage {
                 self.path.display()
             )))?;
         Track::decode_slot(&slot, cyl, head).map_err(|source| CkdError::Track { cyl, head, source })
+    }
+
+    /// Reads the slot of (`cyl`, `head`) into `buffer` (reused: the device
+    /// reads track after track without allocating) and indexes its records
+    /// in place.
+    pub fn read_view(
+        &self,
+        cyl: u16,
+        head: u16,
+        mut buffer: Vec<u8>,
+    ) -> Result<TrackView, CkdError> {
+        let offset = self.slot_offset(cyl, head)?;
+        buffer.resize(SLOT_SIZE, 0);
+        self.file
+            .read_exact_at(&mut buffer, offset)
+            .map_err(io_err(format!(
+                "read track {cyl}/{head} of {}",
+                self.path.display()
+            )))?;
+        TrackView::parse(buffer, cyl, head).map_err(|source| CkdError::Track { cyl, head, source })
+    }
+
+    /// Writes a (sealed) slot in one positioned write, without flushing.
+    pub fn write_view_deferred(
+        &self,
+        cyl: u16,
+        head: u16,
+        view: &TrackView,
+    ) -> Result<(), CkdError> {
+        if !self.writable {
+            return Err(CkdError::ReadOnly);
+        }
+        let offset = self.slot_offset(cyl, head)?;
+        self.file
+            .write_all_at(view.slot(), offset)
+            .map_err(io_err(format!(
+                "write track {cyl}/{head} of {}",
+                self.path.display()
+            )))
     }
 
     /// Writes the track at (`cyl`, `head`) durably: the whole slot in one

@@ -12,11 +12,13 @@ pub mod dasd;
 pub mod identity;
 mod image;
 pub mod track;
+pub mod view;
 
 use thiserror::Error;
 
 pub use self::image::{CkdImage, DATA_OFFSET, HEADER_SIZE, MAGIC, VERSION};
 pub use self::track::{Record, Track, TrackError};
+pub use self::view::{RecordSpan, TrackView};
 
 /// Device type of the emulated DASD.
 pub const DEVICE_TYPE: u16 = 0x3390;

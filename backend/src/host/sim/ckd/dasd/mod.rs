@@ -21,7 +21,7 @@ use std::path::Path;
 use super::cdl::format_cdl;
 use super::identity::{self, DasdIdentity};
 use super::track::{COUNT_LEN, MAX_TRACK_BYTES, crc32};
-use super::{CkdError, CkdImage, Geometry, Record, Track};
+use super::{CkdError, CkdImage, Geometry, Record, Track, TrackView};
 use crate::host::sim::device::{Chaining, DeviceModel, DeviceResponse};
 
 /// Channel command codes of the 3390 (shared/reference/eckd.md).
@@ -217,14 +217,55 @@ struct ChainContext {
     index_passes: u8,
 }
 
+/// A cached track's contents: the slot as read (reads and update writes
+/// work in place), or records being laid out by format writes.
+#[derive(Debug)]
+enum Content {
+    View(TrackView),
+    Owned(Track),
+}
+
 /// The current track, as read from the image (and changed by writes).
 #[derive(Debug)]
 struct Cached {
     number: u64,
     cyl: u16,
     head: u16,
-    track: Track,
+    content: Content,
     dirty: bool,
+}
+
+impl Cached {
+    fn record_count(&self) -> usize {
+        match &self.content {
+            Content::View(v) => v.records().len(),
+            Content::Owned(t) => t.records.len(),
+        }
+    }
+
+    /// The slot view (laying out an owned track's slot first).
+    fn view(&mut self) -> Result<&mut TrackView, Fault> {
+        if let Content::Owned(track) = &self.content {
+            let view = TrackView::from_track(track, self.cyl, self.head)
+                .map_err(|_| Fault::InvalidTrackFormat)?;
+            self.content = Content::View(view);
+        }
+        match &mut self.content {
+            Content::View(v) => Ok(v),
+            Content::Owned(_) => Err(Fault::EquipmentCheck),
+        }
+    }
+
+    /// The records as an owned track, for format writes.
+    fn owned(&mut self) -> Result<&mut Track, Fault> {
+        if let Content::View(view) = &self.content {
+            self.content = Content::Owned(view.to_track());
+        }
+        match &mut self.content {
+            Content::Owned(t) => Ok(t),
+            Content::View(_) => Err(Fault::EquipmentCheck),
+        }
+    }
 }
 
 /// Path-group state (SENSE/SET PATH GROUP ID).
@@ -262,6 +303,8 @@ pub struct Dasd {
     track: u64,
     orient: Orient,
     cached: Option<Cached>,
+    /// A slot buffer to read the next track into.
+    spare: Vec<u8>,
     /// A slot was written since the last flush.
     unsynced: bool,
     /// Suborder a PSF prepared for the next READ SUBSYSTEM DATA.
@@ -292,6 +335,7 @@ impl Dasd {
             track: 0,
             orient: Orient::Index,
             cached: None,
+            spare: Vec::new(),
             unsynced: false,
             prepared: None,
             last_tlf: None,
@@ -380,22 +424,28 @@ impl Dasd {
         let number = self.track;
         if self.cached.as_ref().is_some_and(|c| c.number != number) {
             self.write_back()?;
-            self.cached = None;
+            if let Some(Cached {
+                content: Content::View(view),
+                ..
+            }) = self.cached.take()
+            {
+                self.spare = view.into_slot();
+            }
         }
         if self.cached.is_none() {
             let (cyl, head) = self
                 .geometry()
                 .track_address(number)
                 .ok_or(Fault::FileProtected)?;
-            let track = self
+            let view = self
                 .image
-                .read_track(cyl, head)
+                .read_view(cyl, head, std::mem::take(&mut self.spare))
                 .map_err(|e| Fault::from_image(&e))?;
             self.cached = Some(Cached {
                 number,
                 cyl,
                 head,
-                track,
+                content: Content::View(view),
                 dirty: false,
             });
         }
@@ -404,18 +454,23 @@ impl Dasd {
 
     /// Write a changed cached track to its slot (not yet flushed).
     fn write_back(&mut self) -> Result<(), Fault> {
-        if let Some(c) = self.cached.as_mut() {
-            if c.dirty {
-                let result = self.image.write_track_deferred(c.cyl, c.head, &c.track);
-                if let Err(e) = result {
-                    // The change is lost: drop it so that nothing reads it.
-                    self.cached = None;
-                    return Err(Fault::from_image(&e));
-                }
-                c.dirty = false;
-                self.unsynced = true;
+        let Some(c) = self.cached.as_mut().filter(|c| c.dirty) else {
+            return Ok(());
+        };
+        let result = match &mut c.content {
+            Content::View(view) => {
+                view.seal();
+                self.image.write_view_deferred(c.cyl, c.head, view)
             }
+            Content::Owned(track) => self.image.write_track_deferred(c.cyl, c.head, track),
+        };
+        if let Err(e) = result {
+            // The change is lost: drop it so that nothing reads it.
+            self.cached = None;
+            return Err(Fault::from_image(&e));
         }
+        c.dirty = false;
+        self.unsynced = true;
         Ok(())
     }
 
@@ -466,7 +521,7 @@ impl Dasd {
     fn next_record(&mut self, multitrack: bool) -> Result<usize, Fault> {
         loop {
             let orient = self.orient;
-            let len = self.current()?.track.records.len();
+            let len = self.current()?.record_count();
             if len == 0 {
                 return Err(Fault::NoRecordFound);
             }
@@ -500,11 +555,11 @@ impl Dasd {
         }
     }
 
-    fn record(&self, index: usize) -> Result<&Record, Fault> {
-        self.cached
-            .as_ref()
-            .and_then(|c| c.track.records.get(index))
-            .ok_or(Fault::NoRecordFound)
+    /// Count, key and data of record `index` of the current track.
+    fn fields(&mut self, index: usize) -> Result<([u8; COUNT_LEN], &[u8], &[u8]), Fault> {
+        let view = self.current()?.view()?;
+        let span = view.records().get(index).ok_or(Fault::NoRecordFound)?;
+        Ok((span.count, view.key(index), view.data(index)))
     }
 
     fn command(&mut self, code: u8, data: &mut [u8], chaining: Chaining) -> Result<Done, Fault> {
@@ -546,8 +601,8 @@ impl Dasd {
                 self.seek(0);
                 let r = self.next_record(false)?;
                 self.orient = Orient::Data(r);
-                let rec = self.record(r)?;
-                Self::put_record(data, &[&rec.data])
+                let (_, _, record) = self.fields(r)?;
+                Self::put_record(data, &[record])
             }
             cmd::READ_HA | 0x8A => {
                 let (cyl, head) = self.current().map(|c| (c.cyl, c.head))?;
@@ -560,39 +615,34 @@ impl Dasd {
             cmd::READ_COUNT | 0x92 => {
                 let r = self.next_record(multitrack)?;
                 self.orient = Orient::Count(r);
-                let count = self
-                    .record(r)?
-                    .count_field()
-                    .map_err(|_| Fault::InvalidTrackFormat)?;
+                let (count, _, _) = self.fields(r)?;
                 Self::put(data, &count)
             }
             cmd::READ_DATA | 0x86 => {
                 let r = self.data_record(multitrack)?;
                 self.orient = Orient::Data(r);
-                let rec = self.record(r)?;
-                Self::put_record(data, &[&rec.data])
+                let (_, _, record) = self.fields(r)?;
+                Self::put_record(data, &[record])
             }
             cmd::READ_KD | 0x8E => {
                 let r = self.data_record(multitrack)?;
                 self.orient = Orient::Data(r);
-                let rec = self.record(r)?;
-                Self::put_record(data, &[&rec.key, &rec.data])
+                let (_, key, record) = self.fields(r)?;
+                Self::put_record(data, &[key, record])
             }
             cmd::READ_CKD | 0x9E => {
                 let r = self.next_record(multitrack)?;
                 self.orient = Orient::Data(r);
-                let rec = self.record(r)?;
-                let count = rec.count_field().map_err(|_| Fault::InvalidTrackFormat)?;
-                Self::put_record(data, &[&count, &rec.key, &rec.data])
+                let (count, key, record) = self.fields(r)?;
+                Self::put_record(data, &[&count, key, record])
             }
             cmd::READ_R0 => {
-                if self.current()?.track.records.is_empty() {
+                if self.current()?.record_count() == 0 {
                     return Err(Fault::NoRecordFound);
                 }
                 self.orient = Orient::Data(0);
-                let rec = self.record(0)?;
-                let count = rec.count_field().map_err(|_| Fault::InvalidTrackFormat)?;
-                Self::put_record(data, &[&count, &rec.key, &rec.data])
+                let (count, key, record) = self.fields(0)?;
+                Self::put_record(data, &[&count, key, record])
             }
             cmd::WRITE_DATA | 0x85 | cmd::WRITE_KD | 0x8D => {
                 self.update_write(code & !cmd::MT == cmd::WRITE_KD, data, multitrack)
@@ -774,10 +824,10 @@ impl Dasd {
                 let search = &data[8..13];
                 let found = self
                     .current()?
-                    .track
-                    .records
+                    .view()?
+                    .records()
                     .iter()
-                    .position(|r| r.count_field().is_ok_and(|c| c[..5] == *search));
+                    .position(|r| r.count[..5] == *search);
                 let Some(i) = found else {
                     return Err(Fault::NoRecordFound);
                 };
@@ -812,7 +862,7 @@ impl Dasd {
             return Err(Fault::Reject(Reject::CountTooShort));
         }
         let next = loop {
-            let len = self.current()?.track.records.len();
+            let len = self.current()?.record_count();
             if len == 0 {
                 return Err(Fault::NoRecordFound);
             }
@@ -833,10 +883,7 @@ impl Dasd {
             }
         };
         self.orient = Orient::Count(next);
-        let count = self
-            .record(next)?
-            .count_field()
-            .map_err(|_| Fault::InvalidTrackFormat)?;
+        let (count, _, _) = self.fields(next)?;
         let equal = count[..5] == data[..5];
         if equal {
             self.chain.index_passes = 0;
@@ -871,28 +918,26 @@ impl Dasd {
         self.orient = Orient::Data(r);
         let tlf = self.domain_tlf();
         let cached = self.current()?;
-        let rec = &mut cached.track.records[r];
+        let view = cached.view()?;
+        let span = &view.records()[r];
         let wanted = if with_key {
-            rec.key.len() + rec.data.len()
+            span.key_len() + span.data_len()
         } else {
-            rec.data.len()
+            span.data_len()
         };
         if tlf.is_some_and(|t| usize::from(t) != wanted) || r == 0 {
             return Err(Fault::InvalidTrackFormat);
         }
+        let (key, record) = view.key_data_mut(r);
         let mut at = 0;
         if with_key {
-            let n = rec.key.len();
             fill(
-                &mut rec.key,
-                data.get(..n.min(data.len())).unwrap_or_default(),
+                key,
+                data.get(..key.len().min(data.len())).unwrap_or_default(),
             );
-            at = n;
+            at = key.len();
         }
-        fill(
-            &mut rec.data,
-            data.get(at.min(data.len())..).unwrap_or_default(),
-        );
+        fill(record, data.get(at.min(data.len())..).unwrap_or_default());
         cached.dirty = true;
         Done::len(wanted)
     }
@@ -910,7 +955,7 @@ impl Dasd {
         let (cyl, head) = (be16(&data[0..2]), be16(&data[2..4]));
         if multitrack && self.names_next_track(cyl, head) {
             self.next_track()?;
-            if self.current()?.track.records.is_empty() {
+            if self.current()?.record_count() == 0 {
                 return Err(Fault::NoRecordFound);
             }
             self.orient = Orient::Data(0);
@@ -929,23 +974,23 @@ impl Dasd {
             field(data, COUNT_LEN + kl, dl),
         );
         let cached = self.current()?;
-        if cached.track.records.is_empty() {
+        cached.dirty = true;
+        let track = cached.owned()?;
+        if track.records.is_empty() {
             return Err(Fault::InvalidTrackFormat);
         }
-        cached.track.records.truncate(after + 1);
+        // What follows is erased, also when the new record does not fit.
+        track.records.truncate(after + 1);
         let fits = identity::records_fit(
-            cached.track.records[1..]
+            track.records[1..]
                 .iter()
                 .map(|r| (r.key.len(), r.data.len()))
                 .chain([(kl, dl)]),
         );
         if !fits {
-            // What was erased stays erased, as on a real track.
-            cached.dirty = true;
             return Err(Fault::InvalidTrackFormat);
         }
-        cached.track.records.push(record);
-        cached.dirty = true;
+        track.records.push(record);
         self.orient = Orient::Data(after + 1);
         Done::len(COUNT_LEN + kl + dl)
     }
@@ -986,8 +1031,8 @@ impl Dasd {
             field(data, COUNT_LEN + kl, dl),
         );
         let cached = self.current()?;
-        cached.track.records = vec![r0];
         cached.dirty = true;
+        cached.owned()?.records = vec![r0];
         self.orient = Orient::Data(0);
         Done::len(COUNT_LEN + kl + dl)
     }
