@@ -53,6 +53,16 @@ pub struct Chaining {
     pub continues: bool,
 }
 
+/// The answer of [`DeviceModel::read_in_place`].
+#[derive(Debug)]
+pub enum InPlace<'a> {
+    /// Not answered in place: nothing happened.
+    No,
+    /// Executed: the response (its length is the sum of the fields' lengths
+    /// or less) and the bytes, field after field.
+    Done(DeviceResponse, [&'a [u8]; 3]),
+}
+
 /// A device behind a simulated subchannel.
 pub trait DeviceModel: Send {
     /// SENSE ID data.
@@ -68,6 +78,15 @@ pub trait DeviceModel: Send {
     /// status of a program that ended on its own.
     fn chain_ended(&mut self) -> DeviceStatus {
         DeviceStatus::empty()
+    }
+    /// Execute an input command of `len` bytes whose answer the device
+    /// holds in memory, handing out the bytes in place (up to three
+    /// consecutive fields, such as a record's key and data) for the channel
+    /// to store: one copy less on the read path. [`InPlace::No`] (the
+    /// default) means that the command has not been executed and goes to
+    /// [`DeviceModel::execute`].
+    fn read_in_place(&mut self, _cmd: u8, _len: usize, _chaining: Chaining) -> InPlace<'_> {
+        InPlace::No
     }
     /// Selective reset (CLEAR SUBCHANNEL): drop contingent state.
     fn reset(&mut self);

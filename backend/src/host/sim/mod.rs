@@ -24,7 +24,7 @@ use vhost_user_ccw_protocol::arch::{
 };
 use vmm_sys_util::timerfd::TimerFd;
 
-use self::device::{Chaining, DeviceModel};
+use self::device::{Chaining, DeviceModel, InPlace};
 use super::{HostCc, HostError, HostEvent, HostSubchannel, Identity};
 use crate::memory::GuestRam;
 use crate::translate::{CCW_SIZE, CcwKind, ChannelProgram, Direction, MAX_DATA_BYTES};
@@ -90,6 +90,8 @@ pub struct SimSubchannel {
     reports: Vec<HostEvent>,
     /// Scratch buffer for one command's data.
     buffer: Vec<u8>,
+    /// Scratch list of the CCWs of one command.
+    parts: Vec<Part>,
 }
 
 impl std::fmt::Debug for SimSubchannel {
@@ -135,6 +137,7 @@ impl SimSubchannel {
             present: true,
             reports: Vec::new(),
             buffer: Vec::new(),
+            parts: Vec::new(),
         })
     }
 
@@ -282,6 +285,7 @@ impl SimSubchannel {
                 first,
                 self.device.as_mut(),
                 &mut self.buffer,
+                &mut self.parts,
             );
             // Opt-in CCW trace (RUST_LOG=ccw_trace=trace): one level check
             // per CCW when off.
@@ -436,6 +440,7 @@ impl Step {
 }
 
 /// One CCW of a command, as the channel uses it.
+#[derive(Debug)]
 struct Part {
     index: usize,
     addr: u64,
@@ -452,6 +457,7 @@ fn execute_step(
     opens_program: bool,
     device: &mut dyn DeviceModel,
     buffer: &mut Vec<u8>,
+    parts: &mut Vec<Part>,
 ) -> Step {
     let entry = &program.ccws[first];
     let (cmd, direction) = match &entry.kind {
@@ -460,7 +466,7 @@ fn execute_step(
     };
     // Collect the data chain: the command's CCW and every CCW it chains
     // data into (their command codes are ignored).
-    let mut parts: Vec<Part> = Vec::with_capacity(1);
+    parts.clear();
     let mut index = first;
     let mut broken_chain = None;
     let mut collected = 0u64;
@@ -495,11 +501,11 @@ fn execute_step(
     }
     let total: usize = parts.iter().map(|p| usize::from(p.count)).sum();
     let pci = parts.iter().any(|p| p.flags.contains(CcwFlags::PCI));
-    buffer.clear();
-    buffer.resize(total, 0);
     if direction == Direction::Out {
+        buffer.clear();
+        buffer.resize(total, 0);
         let mut at = 0;
-        for part in &parts {
+        for part in parts.iter() {
             // A part without pieces (NOP, zero count) offers zeros.
             let mut done = 0;
             for piece in program.data(part.index) {
@@ -522,27 +528,46 @@ fn execute_step(
             && last.flags.contains(CcwFlags::CC)
             && !last.flags.contains(CcwFlags::CD),
     };
-    let response = device.execute(cmd, &mut buffer[..total], chaining);
-    let transferred = response.length.min(total);
-    if direction == Direction::In {
-        let mut at = 0;
-        for part in &parts {
-            let mut done = 0usize;
-            for piece in program.data(part.index) {
-                let len = usize::try_from(piece.len).unwrap_or(0);
-                let n = len.min(transferred.saturating_sub(at + done));
-                if n > 0
-                    && ram
-                        .write(piece.addr, &buffer[at + done..at + done + n])
-                        .is_err()
-                {
+    let in_place = if direction == Direction::In {
+        match device.read_in_place(cmd, total, chaining) {
+            InPlace::Done(response, fields) => {
+                let transferred = response.length.min(total);
+                if let Err(part) = scatter(program, ram, parts, &fields, transferred) {
                     return channel_data_check(part);
                 }
-                done += len;
+                Some(response)
             }
-            at += usize::from(part.count);
+            InPlace::No => None,
         }
-    }
+    } else {
+        None
+    };
+    let response = match in_place {
+        Some(response) => response,
+        None => {
+            if direction != Direction::Out {
+                // Zeroed, so that no byte of an earlier command can reach
+                // the guest whatever the device answers.
+                buffer.clear();
+                buffer.resize(total, 0);
+            }
+            let response = device.execute(cmd, &mut buffer[..total], chaining);
+            if direction == Direction::In {
+                let transferred = response.length.min(total);
+                if let Err(part) = scatter(
+                    program,
+                    ram,
+                    parts,
+                    &[&buffer[..total], &[], &[]],
+                    transferred,
+                ) {
+                    return channel_data_check(part);
+                }
+            }
+            response
+        }
+    };
+    let transferred = response.length.min(total);
 
     // The CCW in which the transfer ended, and its residual count.
     let mut ended = parts.len() - 1;
@@ -616,6 +641,59 @@ fn execute_step(
         }
     }
     step
+}
+
+/// Store the first `transferred` bytes of an input command's answer (the
+/// concatenation of `fields`) into the command's data areas, CCW by CCW;
+/// the areas of a skipping CCW are passed over. Fails with the CCW whose
+/// area is no longer guest memory.
+fn scatter<'p>(
+    program: &ChannelProgram,
+    ram: &GuestRam,
+    parts: &'p [Part],
+    fields: &[&[u8]; 3],
+    transferred: usize,
+) -> Result<(), &'p Part> {
+    let mut at = 0usize;
+    for part in parts {
+        let mut done = 0usize;
+        for piece in program.data(part.index) {
+            let len = usize::try_from(piece.len).unwrap_or(0);
+            let n = len.min(transferred.saturating_sub(at + done));
+            if n > 0 && copy_fields(ram, piece.addr, fields, at + done, n).is_err() {
+                return Err(part);
+            }
+            done += len;
+        }
+        at += usize::from(part.count);
+    }
+    Ok(())
+}
+
+/// Copy `n` bytes from offset `from` of the concatenated `fields` to
+/// guest address `addr`.
+fn copy_fields(
+    ram: &GuestRam,
+    mut addr: u64,
+    fields: &[&[u8]; 3],
+    mut from: usize,
+    mut n: usize,
+) -> Result<(), crate::memory::RamError> {
+    for field in fields {
+        if n == 0 {
+            break;
+        }
+        if from >= field.len() {
+            from -= field.len();
+            continue;
+        }
+        let take = (field.len() - from).min(n);
+        ram.write(addr, &field[from..from + take])?;
+        addr += u64::try_from(take).unwrap_or(u64::MAX);
+        n -= take;
+        from = 0;
+    }
+    Ok(())
 }
 
 /// A data transfer hit memory that vanished under the program (the memory

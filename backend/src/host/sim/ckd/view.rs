@@ -168,6 +168,11 @@ impl TrackView {
         }
     }
 
+    /// Bytes of header and records (the rest of the slot is zero).
+    pub fn used_len(&self) -> usize {
+        self.records.last().map_or(TRACK_HEADER_LEN, |r| r.data.end)
+    }
+
     /// The slot bytes, as stored.
     pub fn slot(&self) -> &[u8] {
         &self.slot

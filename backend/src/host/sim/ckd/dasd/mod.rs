@@ -22,7 +22,7 @@ use super::cdl::format_cdl;
 use super::identity::{self, DasdIdentity};
 use super::track::{COUNT_LEN, MAX_TRACK_BYTES, crc32};
 use super::{CkdError, CkdImage, Geometry, Record, Track, TrackView};
-use crate::host::sim::device::{Chaining, DeviceModel, DeviceResponse};
+use crate::host::sim::device::{Chaining, DeviceModel, DeviceResponse, InPlace};
 
 /// Channel command codes of the 3390 (shared/reference/eckd.md).
 pub mod cmd {
@@ -275,6 +275,9 @@ struct PathGroup {
     id: [u8; 11],
 }
 
+/// A record's count field, key and data, read in place.
+type Fields<'a> = ([u8; COUNT_LEN], &'a [u8], &'a [u8]);
+
 /// A successful command: bytes transferred (or wanted) and any status
 /// beyond channel end and device end.
 struct Done {
@@ -305,6 +308,8 @@ pub struct Dasd {
     cached: Option<Cached>,
     /// A slot buffer to read the next track into.
     spare: Vec<u8>,
+    /// Bytes of header and records the next track read expects.
+    expected_len: usize,
     /// A slot was written since the last flush.
     unsynced: bool,
     /// Suborder a PSF prepared for the next READ SUBSYSTEM DATA.
@@ -336,6 +341,7 @@ impl Dasd {
             orient: Orient::Index,
             cached: None,
             spare: Vec::new(),
+            expected_len: 4096,
             unsynced: false,
             prepared: None,
             last_tlf: None,
@@ -383,6 +389,17 @@ impl Dasd {
     /// The identity reported.
     pub fn identity(&self) -> &DasdIdentity {
         &self.identity
+    }
+
+    /// What every command but SENSE starts with.
+    fn prologue(&mut self, code: u8) {
+        // Sense describes the last unit check only.
+        self.sense = Sense::default();
+        if code != cmd::RSSD && code != cmd::PSF {
+            // READ SUBSYSTEM DATA must directly follow its PSF.
+            self.prepared = None;
+        }
+        self.last_tlf = self.chain.domain.and_then(|d| d.tlf);
     }
 
     fn set_sense(&mut self, fault: Fault) {
@@ -439,8 +456,15 @@ impl Dasd {
                 .ok_or(Fault::FileProtected)?;
             let view = self
                 .image
-                .read_view(cyl, head, std::mem::take(&mut self.spare))
+                .read_view(
+                    cyl,
+                    head,
+                    std::mem::take(&mut self.spare),
+                    self.expected_len,
+                )
                 .map_err(|e| Fault::from_image(&e))?;
+            // Tracks of a volume tend to be laid out alike.
+            self.expected_len = view.used_len();
             self.cached = Some(Cached {
                 number,
                 cyl,
@@ -556,15 +580,16 @@ impl Dasd {
     }
 
     /// Count, key and data of record `index` of the current track.
-    fn fields(&mut self, index: usize) -> Result<([u8; COUNT_LEN], &[u8], &[u8]), Fault> {
+    fn fields(&mut self, index: usize) -> Result<Fields<'_>, Fault> {
         let view = self.current()?.view()?;
         let span = view.records().get(index).ok_or(Fault::NoRecordFound)?;
         Ok((span.count, view.key(index), view.data(index)))
     }
 
-    fn command(&mut self, code: u8, data: &mut [u8], chaining: Chaining) -> Result<Done, Fault> {
-        // A command inside a Locate Record domain must be one the
-        // operation allows, and the chain must carry on to its end.
+    /// Account for a command in the Locate Record domain, if one is in
+    /// progress: the operation must allow it, and the chain must carry on
+    /// to the domain's end.
+    fn enter_domain(&mut self, code: u8, chaining: Chaining) -> Result<(), Fault> {
         self.chain.current_op = None;
         if let Some(mut domain) = self.chain.domain {
             if !domain.allows(code) {
@@ -578,6 +603,11 @@ impl Dasd {
             self.chain.domain = (domain.remaining > 0).then_some(domain);
             self.chain.current_op = Some(domain.operation);
         }
+        Ok(())
+    }
+
+    fn command(&mut self, code: u8, data: &mut [u8], chaining: Chaining) -> Result<Done, Fault> {
+        self.enter_domain(code, chaining)?;
         let multitrack = code & cmd::MT != 0;
         match code {
             cmd::NOP => Done::len(0),
@@ -1072,13 +1102,7 @@ impl DeviceModel for Dasd {
             self.sense = Sense::default();
             return DeviceResponse::done(bytes.len());
         }
-        // Sense describes the last unit check only.
-        self.sense = Sense::default();
-        if code != cmd::RSSD && code != cmd::PSF {
-            // READ SUBSYSTEM DATA must directly follow its PSF.
-            self.prepared = None;
-        }
-        self.last_tlf = self.chain.domain.and_then(|d| d.tlf);
+        self.prologue(code);
         match self.command(code, data, chaining) {
             Ok(done) => DeviceResponse {
                 status: DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END | done.extra,
@@ -1089,6 +1113,45 @@ impl DeviceModel for Dasd {
                 self.set_sense(fault);
                 DeviceResponse::unit_check()
             }
+        }
+    }
+
+    fn read_in_place(&mut self, code: u8, _len: usize, chaining: Chaining) -> InPlace<'_> {
+        // The read path of every block: READ DATA and READ KEY AND DATA
+        // hand out the record's fields straight from the track cache.
+        let with_key = match code & !cmd::MT {
+            cmd::READ_DATA => false,
+            cmd::READ_KD => true,
+            _ => return InPlace::No,
+        };
+        if chaining.first {
+            self.chain = ChainContext::default();
+        }
+        self.prologue(code);
+        let multitrack = code & cmd::MT != 0;
+        let located = self.enter_domain(code, chaining).and_then(|()| {
+            let r = self.data_record(multitrack)?;
+            self.orient = Orient::Data(r);
+            self.fields(r).map(|_| r)
+        });
+        let r = match located {
+            Ok(r) => r,
+            Err(fault) => {
+                log::debug!("dasd: command {code:02X} failed: {fault:?}");
+                self.set_sense(fault);
+                return InPlace::Done(DeviceResponse::unit_check(), [&[], &[], &[]]);
+            }
+        };
+        match self.fields(r) {
+            Ok((_, key, data)) => {
+                let key: &[u8] = if with_key { key } else { &[] };
+                let mut response = DeviceResponse::done(key.len() + data.len());
+                if data.is_empty() {
+                    response.status |= DeviceStatus::UNIT_EXCEPTION;
+                }
+                InPlace::Done(response, [key, data, &[]])
+            }
+            Err(_) => InPlace::Done(DeviceResponse::unit_check(), [&[], &[], &[]]),
         }
     }
 

@@ -4,6 +4,7 @@
 use super::*;
 use crate::host::sim::ckd::cdl::format_cdl;
 use crate::host::sim::ckd::image::tests::TempImage;
+use crate::host::sim::device::InPlace;
 
 const OK: DeviceStatus = DeviceStatus::CHANNEL_END.union(DeviceStatus::DEVICE_END);
 const UC: DeviceStatus = OK.union(DeviceStatus::UNIT_CHECK);
@@ -735,4 +736,34 @@ fn damaged_track_is_a_data_check() {
     let (n, s) = fails(&mut dev, &mut read_chain(0, 1));
     assert_eq!(n, 2, "the LR reads the track");
     assert_eq!((s[0], s[1]), (0x08, 0x00));
+}
+
+#[test]
+fn reads_in_place_match_executed_reads() {
+    let (_tmp, mut a) = cdl_dasd("inplace-a");
+    let (_tmp2, mut b) = cdl_dasd("inplace-b");
+    let data = pattern(3, 9);
+    run(&mut a, &mut rw_chain(10, 3, 0x80, 0x01, 0x85, Some(&data)));
+    run(&mut b, &mut rw_chain(10, 3, 0x80, 0x01, 0x85, Some(&data)));
+    // Blocks 10..13 cross from track 2 to track 3; then a READ after the
+    // domain (the next record, block 13).
+    let mut setup = read_chain(10, 3);
+    setup.push(input(0x86, 4096));
+    for (i, c) in setup.iter_mut().enumerate() {
+        let chaining = Chaining {
+            first: i == 0,
+            continues: i + 1 < 5,
+        };
+        let executed = a.execute(c.code, &mut c.data, chaining);
+        let InPlace::Done(response, fields) = b.read_in_place(c.code, c.data.len(), chaining)
+        else {
+            assert!(i < 2, "reads are answered in place");
+            assert_eq!(b.execute(c.code, &mut c.data.clone(), chaining), executed);
+            continue;
+        };
+        assert_eq!(response, executed, "command {i}");
+        if response.status == OK {
+            assert_eq!(fields.concat(), c.data, "command {i}");
+        }
+    }
 }
