@@ -21,7 +21,8 @@ fn repo_file(path: &str) -> std::path::PathBuf {
 
 #[test]
 fn demo_script_reports_the_identity_and_the_data_read_back() {
-    let backend = Backend::start("sim,device=buffer");
+    // The demo runs on the default device: the 3390 on a scratch image.
+    let backend = Backend::start("sim");
     let out = frontend(backend.socket(), &repo_file("examples/demo.ccw"));
     assert!(
         out.status.success(),
@@ -41,12 +42,18 @@ fn demo_script_reports_the_identity_and_the_data_read_back() {
         .iter()
         .filter(|s| s["action"] == "wait")
         .collect();
-    assert_eq!(waits.len(), 2);
-    assert_eq!(waits[0]["event"]["irb"]["scsw"]["count"], 28);
+    assert_eq!(waits.len(), 4);
+    assert_eq!(waits[0]["event"]["irb"]["scsw"]["count"], 0);
     assert_eq!(waits[0]["event"]["irb"]["scsw"]["dstat"], "0x0c");
-    assert_eq!(waits[1]["event"]["irb"]["scsw"]["cpa"], "0x00001120");
-    let head = report["buffers"]["head"].as_str().unwrap();
-    assert!(head.starts_with("48656c6c6f2c20"), "head = {head}");
+    assert_eq!(waits[1]["event"]["irb"]["scsw"]["cpa"], "0x00001118");
+    assert_eq!(report["device"]["sense_id"]["cu_type"], "0x3990");
+    let id = report["buffers"]["id"].as_str().unwrap();
+    assert!(id.starts_with("ff3990e9339002"), "id = {id}");
+    let back = report["buffers"]["back"].as_str().unwrap();
+    assert!(
+        back.starts_with("48656c6c6f2c203333393021"),
+        "back = {back}"
+    );
 }
 
 #[test]

@@ -87,6 +87,9 @@ mod op {
     pub const WRITE_DATA: u8 = 0x01;
     pub const FORMAT_WRITE: u8 = 0x03;
     pub const READ: u8 = 0x06;
+    /// Read from the index: home address, R0, then the records (Linux's
+    /// READ RECORD ZERO and READ HOME ADDRESS).
+    pub const READ_FROM_INDEX: u8 = 0x16;
 }
 
 /// Command-reject reasons (format 0 message in sense byte 7).
@@ -197,6 +200,12 @@ impl Domain {
                 matches!(
                     base,
                     cmd::READ_DATA | cmd::READ_KD | cmd::READ_COUNT | cmd::READ_CKD
+                ) || code == cmd::READ_R0
+            }
+            op::READ_FROM_INDEX => {
+                matches!(
+                    base,
+                    cmd::READ_DATA | cmd::READ_KD | cmd::READ_COUNT | cmd::READ_CKD | cmd::READ_HA
                 ) || code == cmd::READ_R0
             }
             op::WRITE_DATA => matches!(base, cmd::WRITE_DATA | cmd::WRITE_KD),
@@ -816,7 +825,12 @@ impl Dasd {
         let orientation = data[0] >> 6;
         let operation = data[0] & 0x3F;
         let count = data[3];
-        if count == 0 || !matches!(operation, op::WRITE_DATA | op::FORMAT_WRITE | op::READ) {
+        if count == 0
+            || !matches!(
+                operation,
+                op::WRITE_DATA | op::FORMAT_WRITE | op::READ | op::READ_FROM_INDEX
+            )
+        {
             return Err(Fault::Reject(Reject::InvalidParameter));
         }
         let seek = self
@@ -831,7 +845,8 @@ impl Dasd {
         if forbidden {
             return Err(Fault::FileProtected);
         }
-        if operation != op::READ && !self.image.is_writable() {
+        let reads = matches!(operation, op::READ | op::READ_FROM_INDEX);
+        if !reads && !self.image.is_writable() {
             return Err(Fault::WriteInhibited);
         }
         let domain = Domain {

@@ -767,3 +767,32 @@ fn reads_in_place_match_executed_reads() {
         }
     }
 }
+
+#[test]
+fn read_record_zero_from_the_index() {
+    let (_tmp, mut dev) = cdl_dasd("readr0");
+    // Linux's LR for READ RECORD ZERO: index orientation, operation 0x16,
+    // count = records + 1.
+    let mut chain = [
+        out(cmd::DEFINE_EXTENT, &de(0x40, 0xC4, (0, 2), (0, 2))),
+        out(cmd::LOCATE_RECORD, &lr(0xD6, 0, 2, (0, 2), 0, 0)),
+        input(cmd::READ_R0, 16),
+        input(cmd::READ_COUNT, 8),
+    ];
+    let r = run(&mut dev, &mut chain);
+    assert!(r.iter().all(|r| r.status == OK), "{r:?}");
+    assert_eq!(r[2], DeviceResponse::done(16));
+    let mut r0 = count(0, 2, 0, 0, 8);
+    r0.extend_from_slice(&[0; 8]);
+    assert_eq!(chain[2].data, r0);
+    assert_eq!(chain[3].data, count(0, 2, 1, 0, 4096));
+    // The operation allows no writes.
+    let mut chain = [
+        out(cmd::DEFINE_EXTENT, &de(0x40, 0xC4, (0, 2), (0, 2))),
+        out(cmd::LOCATE_RECORD, &lr(0xD6, 0, 1, (0, 2), 0, 0)),
+        out(0x85, &[0; 4096]),
+    ];
+    let (n, s) = fails(&mut dev, &mut chain);
+    assert_eq!(n, 3);
+    assert_eq!((s[0], s[7]), (0x80, 0x02));
+}
