@@ -273,14 +273,12 @@ impl SimSubchannel {
                     ActivityControl::SUBCHANNEL_ACTIVE | ActivityControl::DEVICE_ACTIVE;
                 self.pmcw.lpum = PATH;
             }
-            let program = Arc::clone(&running.program);
-            let ram = running.ram.clone();
-            let index = program.resolve(running.next);
+            let index = running.program.resolve(running.next);
             let first = !running.executed;
             running.executed = true;
             let step = execute_step(
-                &program,
-                &ram,
+                &running.program,
+                &running.ram,
                 index,
                 first,
                 self.device.as_mut(),
@@ -290,7 +288,7 @@ impl SimSubchannel {
             // Opt-in CCW trace (RUST_LOG=ccw_trace=trace): one level check
             // per CCW when off.
             if log::log_enabled!(target: CCW_TRACE, log::Level::Trace) {
-                trace_ccw(self.config.devno, &program, index, &step);
+                trace_ccw(self.config.devno, &running.program, index, &step);
             }
             self.scsw.cpa = step.cpa;
             self.scsw.count = step.residual;

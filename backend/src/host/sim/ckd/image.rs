@@ -30,11 +30,6 @@ fn io_err(context: String) -> impl FnOnce(std::io::Error) -> CkdError {
     move |source| CkdError::Io { context, source }
 }
 
-/// `len` rounded up to whole pages, at most a slot.
-fn page_round(len: usize) -> usize {
-    len.div_ceil(4096).saturating_mul(4096).min(SLOT_SIZE)
-}
-
 fn slot_size() -> u64 {
     // SLOT_SIZE is a small constant.
     u64::try_from(SLOT_SIZE).unwrap_or(u64::MAX)
@@ -219,8 +214,7 @@ impl CkdImage {
 
     /// Reads the slot of (`cyl`, `head`) into `buffer` (reused: the device
     /// reads track after track without allocating) and indexes its records
-    /// in place. Only the pages holding the header and the records are
-    /// read; the rest of the slot is taken as the zeros the writer stored
+    /// in place. Only the header and the records are read; the rest of the slot is taken as the zeros the writer stored
     /// there (the checksum covers it as such), which spares copying the
     /// unused end of every track. `expected` is the number of bytes the
     /// caller expects the header and records to take (the last track's):
@@ -243,7 +237,7 @@ impl CkdImage {
                 )))
         };
         buffer.resize(SLOT_SIZE, 0);
-        let first = page_round(expected.max(TRACK_HEADER_LEN));
+        let first = expected.clamp(TRACK_HEADER_LEN, SLOT_SIZE);
         read(&mut buffer[..first], 0)?;
         let used = u32::from_le_bytes([buffer[8], buffer[9], buffer[10], buffer[11]]);
         let need = if buffer[..TRACK_HEADER_LEN].iter().all(|&b| b == 0) {
@@ -253,7 +247,7 @@ impl CkdImage {
             usize::try_from(used)
                 .ok()
                 .and_then(|u| u.checked_add(TRACK_HEADER_LEN))
-                .map_or(SLOT_SIZE, page_round)
+                .map_or(SLOT_SIZE, |n| n.min(SLOT_SIZE))
         };
         if need > first {
             read(&mut buffer[first..need], first)?;
