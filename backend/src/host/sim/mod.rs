@@ -881,7 +881,7 @@ impl HostSubchannel for SimSubchannel {
 
 #[cfg(test)]
 mod tests {
-    use super::device::{BufferDevice, CMD_READ, CMD_SENSE_ID, CMD_WRITE};
+    use super::device::{BufferDevice, CMD_READ, CMD_SENSE_ID, CMD_WRITE, Chaining};
     use super::*;
     use crate::memory::tests::{put_ccw1, ram};
     use crate::translate::translate;
@@ -1193,5 +1193,85 @@ mod tests {
         let scsw = run_to_end(&mut sim)[0].scsw;
         assert_eq!(scsw.deferred_cc, 3);
         assert_eq!(scsw.cpa, 0x1000);
+    }
+
+    /// A device that records how the channel presents each command and
+    /// fails the end of the chain, as a DASD whose flush fails does.
+    #[derive(Default)]
+    struct Recorder {
+        seen: Arc<std::sync::Mutex<Vec<(u8, Chaining)>>>,
+        ended: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl DeviceModel for Recorder {
+        fn sense_id(&self) -> vhost_user_ccw_protocol::arch::SenseId {
+            BufferDevice::new(1).sense_id()
+        }
+        fn execute(
+            &mut self,
+            cmd: u8,
+            _data: &mut [u8],
+            chaining: Chaining,
+        ) -> device::DeviceResponse {
+            self.seen.lock().unwrap().push((cmd, chaining));
+            if cmd == 0x27 {
+                device::DeviceResponse::unit_check()
+            } else {
+                device::DeviceResponse::done(0)
+            }
+        }
+        fn chain_ended(&mut self) -> DeviceStatus {
+            self.ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            DeviceStatus::UNIT_CHECK
+        }
+        fn reset(&mut self) {}
+        fn sense(&self) -> vhost_user_ccw_protocol::arch::Sense {
+            vhost_user_ccw_protocol::arch::Sense::default()
+        }
+    }
+
+    #[test]
+    fn device_learns_chaining_and_the_end_of_the_chain() {
+        let ram = ram(0x10000);
+        let recorder = Recorder::default();
+        let (seen, ended) = (Arc::clone(&recorder.seen), Arc::clone(&recorder.ended));
+        let mut sim = SimSubchannel::new(SimConfig::default(), Box::new(recorder)).unwrap();
+        sim.enable().unwrap();
+        // NOP (CC), TIC, NOP (CC), NOP: a chain of three commands.
+        put_ccw(&ram, 0x1000, device::CMD_NOP, 0x40, 0, 0);
+        put_ccw(&ram, 0x1008, 0x08, 0x00, 0, 0x1100);
+        put_ccw(&ram, 0x1100, device::CMD_NOP, 0x40, 0, 0);
+        put_ccw(&ram, 0x1108, device::CMD_NOP, 0x00, 0, 0);
+        start(&mut sim, &ram, 0x1000);
+        let scsw = run_to_end(&mut sim)[0].scsw;
+        let chaining = |first, continues| Chaining { first, continues };
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (device::CMD_NOP, chaining(true, true)),
+                (device::CMD_NOP, chaining(false, true)),
+                (device::CMD_NOP, chaining(false, false)),
+            ]
+        );
+        assert_eq!(ended.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // What the end of the chain reports joins the final status.
+        assert_eq!(
+            scsw.device_status,
+            DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END | DeviceStatus::UNIT_CHECK
+        );
+        assert!(scsw.status_control.contains(StatusControl::ALERT));
+
+        // A command the device rejects at once: unit check, no incorrect
+        // length although the count (16) differs and SLI is off.
+        seen.lock().unwrap().clear();
+        put_ccw(&ram, 0x1200, 0x27, 0x40, 16, 0x2000);
+        put_ccw(&ram, 0x1208, device::CMD_NOP, 0x00, 0, 0);
+        start(&mut sim, &ram, 0x1200);
+        let scsw = run_to_end(&mut sim)[0].scsw;
+        assert_eq!(scsw.subchannel_status, SubchannelStatus::empty());
+        assert_eq!(scsw.count, 16);
+        assert_eq!(scsw.cpa, 0x1208, "chaining stops at the unit check");
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert_eq!(ended.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }
