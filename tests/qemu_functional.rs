@@ -77,6 +77,49 @@ fn sense_id_through_qemu_lands_in_guest_memory() {
 }
 
 #[test]
+fn dasd_identity_and_label_through_qemu() {
+    // The default device: a 3390 on a scratch image (volume V0100).
+    let (_backend, mut qemu, schid) = setup("sim,cylinders=3,devno=0x0100");
+    qemu.write(0x2000, &[0xee; 40]);
+    ccw(&mut qemu, 0x1000, 0xe4, CcwFlags::SLI, 40, 0x2000);
+    assert_eq!(qemu.ssch(&schid, ORB_ADDR, &orb(0x1000)), 0);
+    let irb = qemu.wait_irb(&schid, WAIT);
+    assert_eq!(irb.scsw.count, 28);
+    assert_eq!(
+        qemu.read(0x2000, 7),
+        [0xff, 0x39, 0x90, 0xe9, 0x33, 0x90, 0x02]
+    );
+    // Define Extent (track 0/0, no writes), Locate Record (search 0/0/3,
+    // read, 1 record, TLF 84), READ KEY AND DATA MT: the VOL1 label.
+    qemu.write(
+        0x3000,
+        &[0x40, 0xc4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
+    qemu.write(
+        0x3010,
+        &[0x06, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0xff, 0, 84],
+    );
+    ccw(&mut qemu, 0x1100, 0x63, CcwFlags::CC, 16, 0x3000);
+    ccw(&mut qemu, 0x1108, 0x47, CcwFlags::CC, 16, 0x3010);
+    ccw(&mut qemu, 0x1110, 0x8e, CcwFlags::empty(), 84, 0x4000);
+    assert_eq!(qemu.ssch(&schid, ORB_ADDR, &orb(0x1100)), 0);
+    let irb = qemu.wait_irb(&schid, WAIT);
+    assert_eq!(
+        irb.scsw.device_status,
+        DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END
+    );
+    assert_eq!(irb.scsw.subchannel_status, SubchannelStatus::empty());
+    assert_eq!((irb.scsw.cpa, irb.scsw.count), (0x1118, 0));
+    // Key "VOL1", then data "VOL1" and the volume serial "V0100 " (EBCDIC).
+    assert_eq!(
+        qemu.read(0x4000, 14),
+        [
+            0xe5, 0xd6, 0xd3, 0xf1, 0xe5, 0xd6, 0xd3, 0xf1, 0xe5, 0xf0, 0xf1, 0xf0, 0xf0, 0x40
+        ]
+    );
+}
+
+#[test]
 fn stsch_shows_the_backends_paths() {
     let (_backend, mut qemu, schid) = setup("sim,device=buffer,chpid=0x2a");
     let (cc, schib) = qemu.stsch(&schid);
