@@ -497,6 +497,29 @@ fn writes_survive_a_backend_restart() {
     assert!(image_file_holds(&image, 30, 0xA5));
 }
 
+#[test]
+fn a_second_backend_on_the_same_image_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    let out = Command::new(binary("vhost-user-ccw"))
+        .args(["image", "create", "--cylinders", "2"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let spec = format!("sim,image={}", image.display());
+    let _first = Backend::start_at(&dir.path().join("a.sock"), &spec);
+    let out = Command::new(binary("vhost-user-ccw"))
+        .arg("--socket-path")
+        .arg(dir.path().join("b.sock"))
+        .args(["--device", &spec])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+}
+
 /// Whether the image's data area holds block `block` of the pattern, as
 /// `vhost-user-ccw image export` sees it.
 fn image_file_holds(image: &Path, block: u64, seed: u8) -> bool {

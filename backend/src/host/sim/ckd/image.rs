@@ -110,6 +110,9 @@ impl CkdImage {
             .create_new(true)
             .open(&path)
             .map_err(io_err(format!("create {shown}")))?;
+        if !crate::sys::try_lock_exclusive(&file).map_err(io_err(format!("lock {shown}")))? {
+            return Err(CkdError::InUse(shown));
+        }
         let mut page = vec![0; 4096];
         page[..HEADER_SIZE].copy_from_slice(&encode_header(&geometry));
         file.write_all_at(&page, 0)
@@ -143,6 +146,13 @@ impl CkdImage {
             .write(writable)
             .open(path)
             .map_err(io_err(format!("open {shown}")))?;
+        // One writer at a time: two processes serving or changing one
+        // image would overwrite each other's tracks.
+        if writable
+            && !crate::sys::try_lock_exclusive(&file).map_err(io_err(format!("lock {shown}")))?
+        {
+            return Err(CkdError::InUse(shown));
+        }
         let actual = file
             .metadata()
             .map_err(io_err(format!("stat {shown}")))?
@@ -550,5 +560,24 @@ pub(crate) mod tests {
         patch(&p, slot + 100, &[0xAB]);
         let err = img.read_view(0, 5, Vec::new(), 60_000).unwrap_err();
         assert!(err.is_data_check(), "{err}");
+    }
+
+    #[test]
+    fn one_writer_at_a_time() {
+        let p_tmp = TempImage::new("lock");
+        let first = CkdImage::create(&p_tmp.path, small()).unwrap();
+        assert!(matches!(
+            CkdImage::open(&p_tmp.path),
+            Err(CkdError::InUse(_))
+        ));
+        CkdImage::open_read_only(&p_tmp.path).unwrap();
+        drop(first);
+        let second = CkdImage::open(&p_tmp.path).unwrap();
+        assert!(matches!(
+            CkdImage::open(&p_tmp.path),
+            Err(CkdError::InUse(_))
+        ));
+        drop(second);
+        CkdImage::open(&p_tmp.path).unwrap();
     }
 }

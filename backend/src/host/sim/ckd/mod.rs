@@ -188,6 +188,9 @@ pub enum CkdError {
     /// The image was opened read-only.
     #[error("image is read-only")]
     ReadOnly,
+    /// Another process (or open) has the image open for writing.
+    #[error("{0} is in use by another process (one writer at a time)")]
+    InUse(String),
     /// A volume serial that is not 1–6 characters of A–Z, 0–9, @, # or $.
     #[error("invalid volume serial {0:?} (1-6 characters A-Z, 0-9, @, #, $)")]
     InvalidVolser(String),

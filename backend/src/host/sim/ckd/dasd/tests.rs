@@ -663,7 +663,7 @@ fn format_without_record_zero_uses_multitrack_for_the_next_track() {
     let r = run(&mut dev, &mut chain);
     assert!(r.iter().all(|r| r.status == OK), "{r:?}");
     drop(dev);
-    let image = CkdImage::open(&tmp.path).unwrap();
+    let image = CkdImage::open_read_only(&tmp.path).unwrap();
     for head in 7..=8u16 {
         let t = image.read_track(0, head).unwrap();
         assert_eq!(
