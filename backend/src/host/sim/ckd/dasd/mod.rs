@@ -72,6 +72,24 @@ pub mod cmd {
     pub const RDC: u8 = 0x64;
     /// Multitrack bit of the read/write/search commands.
     pub const MT: u8 = 0x80;
+    /// READ HOME ADDRESS, multitrack.
+    pub const READ_HA_MT: u8 = READ_HA | MT;
+    /// SEARCH ID EQUAL, multitrack.
+    pub const SEARCH_ID_EQ_MT: u8 = SEARCH_ID_EQ | MT;
+    /// READ COUNT, multitrack.
+    pub const READ_COUNT_MT: u8 = READ_COUNT | MT;
+    /// READ DATA, multitrack.
+    pub const READ_DATA_MT: u8 = READ_DATA | MT;
+    /// READ KEY AND DATA, multitrack.
+    pub const READ_KD_MT: u8 = READ_KD | MT;
+    /// READ COUNT, KEY AND DATA, multitrack.
+    pub const READ_CKD_MT: u8 = READ_CKD | MT;
+    /// WRITE DATA, multitrack.
+    pub const WRITE_DATA_MT: u8 = WRITE_DATA | MT;
+    /// WRITE KEY AND DATA, multitrack.
+    pub const WRITE_KD_MT: u8 = WRITE_KD | MT;
+    /// WRITE COUNT, KEY AND DATA, multitrack.
+    pub const WRITE_CKD_MT: u8 = WRITE_CKD | MT;
     /// SET PATH GROUP ID.
     pub const SPID: u8 = 0xAF;
     /// SENSE ID.
@@ -643,33 +661,33 @@ impl Dasd {
                 let (_, _, record) = self.fields(r)?;
                 Self::put_record(data, &[record])
             }
-            cmd::READ_HA | 0x8A => {
+            cmd::READ_HA | cmd::READ_HA_MT => {
                 let (cyl, head) = self.current().map(|c| (c.cyl, c.head))?;
                 self.orient = Orient::Index;
                 let c = cyl.to_be_bytes();
                 let h = head.to_be_bytes();
                 Self::put(data, &[0, c[0], c[1], h[0], h[1]])
             }
-            cmd::SEARCH_ID_EQ | 0xB1 => self.search_id_equal(data, multitrack),
-            cmd::READ_COUNT | 0x92 => {
+            cmd::SEARCH_ID_EQ | cmd::SEARCH_ID_EQ_MT => self.search_id_equal(data, multitrack),
+            cmd::READ_COUNT | cmd::READ_COUNT_MT => {
                 let r = self.next_record(multitrack)?;
                 self.orient = Orient::Count(r);
                 let (count, _, _) = self.fields(r)?;
                 Self::put(data, &count)
             }
-            cmd::READ_DATA | 0x86 => {
+            cmd::READ_DATA | cmd::READ_DATA_MT => {
                 let r = self.data_record(multitrack)?;
                 self.orient = Orient::Data(r);
                 let (_, _, record) = self.fields(r)?;
                 Self::put_record(data, &[record])
             }
-            cmd::READ_KD | 0x8E => {
+            cmd::READ_KD | cmd::READ_KD_MT => {
                 let r = self.data_record(multitrack)?;
                 self.orient = Orient::Data(r);
                 let (_, key, record) = self.fields(r)?;
                 Self::put_record(data, &[key, record])
             }
-            cmd::READ_CKD | 0x9E => {
+            cmd::READ_CKD | cmd::READ_CKD_MT => {
                 let r = self.next_record(multitrack)?;
                 self.orient = Orient::Data(r);
                 let (count, key, record) = self.fields(r)?;
@@ -683,10 +701,10 @@ impl Dasd {
                 let (count, key, record) = self.fields(0)?;
                 Self::put_record(data, &[&count, key, record])
             }
-            cmd::WRITE_DATA | 0x85 | cmd::WRITE_KD | 0x8D => {
+            cmd::WRITE_DATA | cmd::WRITE_DATA_MT | cmd::WRITE_KD | cmd::WRITE_KD_MT => {
                 self.update_write(code & !cmd::MT == cmd::WRITE_KD, data, multitrack)
             }
-            cmd::WRITE_CKD | 0x9D => self.format_write(data, multitrack),
+            cmd::WRITE_CKD | cmd::WRITE_CKD_MT => self.format_write(data, multitrack),
             cmd::WRITE_R0 => self.write_r0(data),
             cmd::LOCATE_RECORD_EXT | cmd::PREFIX => Err(Fault::Reject(Reject::InvalidCommand)),
             _ => Err(Fault::Reject(Reject::InvalidCommand)),
