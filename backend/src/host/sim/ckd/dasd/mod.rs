@@ -724,8 +724,12 @@ impl Dasd {
     fn put_record(data: &mut [u8], fields: &[&[u8]]) -> Result<Done, Fault> {
         let mut at = 0;
         for field in fields {
-            let n = field.len().min(data.len().saturating_sub(at));
-            data[at..at + n].copy_from_slice(&field[..n]);
+            // What does not fit in the channel's area is not transferred
+            // (the length tells the channel how much the record holds).
+            if let Some(room) = data.get_mut(at..) {
+                let n = field.len().min(room.len());
+                room[..n].copy_from_slice(&field[..n]);
+            }
             at += field.len();
         }
         let eof = fields.last().is_some_and(|f| f.is_empty());
