@@ -909,7 +909,15 @@ mod random_programs {
                 let n = chain.len();
                 for (i, c) in chain.iter_mut().enumerate() {
                     let chaining = Chaining { first: i == 0, continues: i + 1 < n };
-                    let r = dev.execute(c.code, &mut c.data, chaining);
+                    // Reads take the in-place path, as in the channel.
+                    let r = match dev.read_in_place(c.code, c.data.len(), chaining) {
+                        InPlace::Done(r, fields) => {
+                            let len: usize = fields.iter().map(|f| f.len()).sum();
+                            prop_assert_eq!(r.length, len);
+                            r
+                        }
+                        InPlace::No => dev.execute(c.code, &mut c.data, chaining),
+                    };
                     let allowed = OK
                         | DeviceStatus::STATUS_MODIFIER
                         | DeviceStatus::UNIT_EXCEPTION
