@@ -1274,4 +1274,38 @@ mod tests {
         assert_eq!(seen.lock().unwrap().len(), 1);
         assert_eq!(ended.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
+
+    #[test]
+    fn halt_and_clear_end_the_chain_for_the_device() {
+        let ram = ram(0x10000);
+        let recorder = Recorder::default();
+        let ended = Arc::clone(&recorder.ended);
+        let config = SimConfig {
+            latency: Duration::from_millis(20),
+            ..SimConfig::default()
+        };
+        let mut sim = SimSubchannel::new(config, Box::new(recorder)).unwrap();
+        sim.enable().unwrap();
+        put_ccw(&ram, 0x1000, device::CMD_NOP, 0x40, 0, 0);
+        put_ccw(&ram, 0x1008, device::CMD_NOP, 0x00, 0, 0);
+        let count = || ended.load(std::sync::atomic::Ordering::SeqCst);
+        start(&mut sim, &ram, 0x1000);
+        assert!(
+            poll_all(&mut sim).is_empty(),
+            "first NOP done, the second waits"
+        );
+        assert_eq!(count(), 0);
+        assert_eq!(sim.halt(), HostCc::Accepted);
+        let irb = run_to_end(&mut sim);
+        assert_eq!(
+            irb[0].scsw.function_control,
+            FunctionControl::START | FunctionControl::HALT
+        );
+        assert_eq!(count(), 1, "the halted chain ended");
+        start(&mut sim, &ram, 0x1000);
+        assert!(poll_all(&mut sim).is_empty());
+        assert_eq!(sim.clear(), HostCc::Accepted);
+        run_to_end(&mut sim);
+        assert_eq!(count(), 2, "the cleared chain ended");
+    }
 }
