@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the embedded default: build, start the backend with a
-# `sim` subchannel on a temporary socket, run examples/demo.ccw through the
-# frontend tool, print its JSON report, stop the backend.
+# `sim` subchannel (an emulated 3390 DASD on a scratch image) on a temporary
+# socket, run examples/demo.ccw through the frontend tool, print its JSON
+# report, stop the backend.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -21,6 +21,7 @@ fn repo_file(path: &str) -> std::path::PathBuf {
 
 #[test]
 fn demo_script_reports_the_identity_and_the_data_read_back() {
+    // The demo runs on the default device: the 3390 on a scratch image.
     let backend = Backend::start("sim");
     let out = frontend(backend.socket(), &repo_file("examples/demo.ccw"));
     assert!(
@@ -41,17 +42,23 @@ fn demo_script_reports_the_identity_and_the_data_read_back() {
         .iter()
         .filter(|s| s["action"] == "wait")
         .collect();
-    assert_eq!(waits.len(), 2);
-    assert_eq!(waits[0]["event"]["irb"]["scsw"]["count"], 28);
+    assert_eq!(waits.len(), 4);
+    assert_eq!(waits[0]["event"]["irb"]["scsw"]["count"], 0);
     assert_eq!(waits[0]["event"]["irb"]["scsw"]["dstat"], "0x0c");
-    assert_eq!(waits[1]["event"]["irb"]["scsw"]["cpa"], "0x00001120");
-    let head = report["buffers"]["head"].as_str().unwrap();
-    assert!(head.starts_with("48656c6c6f2c20"), "head = {head}");
+    assert_eq!(waits[1]["event"]["irb"]["scsw"]["cpa"], "0x00001118");
+    assert_eq!(report["device"]["sense_id"]["cu_type"], "0x3990");
+    let id = report["buffers"]["id"].as_str().unwrap();
+    assert!(id.starts_with("ff3990e9339002"), "id = {id}");
+    let back = report["buffers"]["back"].as_str().unwrap();
+    assert!(
+        back.starts_with("48656c6c6f2c203333393021"),
+        "back = {back}"
+    );
 }
 
 #[test]
 fn failed_expectation_exits_1_and_names_the_line() {
-    let backend = Backend::start("sim");
+    let backend = Backend::start("sim,device=buffer");
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("wrong.ccw");
     std::fs::write(
@@ -73,7 +80,7 @@ fn unusable_input_exits_2_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("bad.ccw");
     std::fs::write(&script, "ccws p at=0x1000\nccw frobnicate\n").unwrap();
-    let backend = Backend::start("sim");
+    let backend = Backend::start("sim,device=buffer");
     let out = frontend(backend.socket(), &script);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
@@ -94,7 +101,7 @@ fn frontend_killed_during_a_pending_start_leaves_a_clean_subchannel() {
     use vhost_user_ccw_protocol::wire::{Event, Request, RequestType};
     use vhost_user_ccw_tests::start;
 
-    let backend = Backend::start("sim,latency-us=50000");
+    let backend = Backend::start("sim,device=buffer,latency-us=50000");
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("long.ccw");
     let mut text = String::from("ccws long at=0x1000\n");

@@ -72,13 +72,56 @@ fn sense_id(qemu: &mut Qemu, schid: &str) {
 
 #[test]
 fn sense_id_through_qemu_lands_in_guest_memory() {
-    let (_backend, mut qemu, schid) = setup("sim");
+    let (_backend, mut qemu, schid) = setup("sim,device=buffer");
     sense_id(&mut qemu, &schid);
 }
 
 #[test]
+fn dasd_identity_and_label_through_qemu() {
+    // The default device: a 3390 on a scratch image (volume V0100).
+    let (_backend, mut qemu, schid) = setup("sim,cylinders=3,devno=0x0100");
+    qemu.write(0x2000, &[0xee; 40]);
+    ccw(&mut qemu, 0x1000, 0xe4, CcwFlags::SLI, 40, 0x2000);
+    assert_eq!(qemu.ssch(&schid, ORB_ADDR, &orb(0x1000)), 0);
+    let irb = qemu.wait_irb(&schid, WAIT);
+    assert_eq!(irb.scsw.count, 28);
+    assert_eq!(
+        qemu.read(0x2000, 7),
+        [0xff, 0x39, 0x90, 0xe9, 0x33, 0x90, 0x02]
+    );
+    // Define Extent (track 0/0, no writes), Locate Record (search 0/0/3,
+    // read, 1 record, TLF 84), READ KEY AND DATA MT: the VOL1 label.
+    qemu.write(
+        0x3000,
+        &[0x40, 0xc4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
+    qemu.write(
+        0x3010,
+        &[0x06, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0xff, 0, 84],
+    );
+    ccw(&mut qemu, 0x1100, 0x63, CcwFlags::CC, 16, 0x3000);
+    ccw(&mut qemu, 0x1108, 0x47, CcwFlags::CC, 16, 0x3010);
+    ccw(&mut qemu, 0x1110, 0x8e, CcwFlags::empty(), 84, 0x4000);
+    assert_eq!(qemu.ssch(&schid, ORB_ADDR, &orb(0x1100)), 0);
+    let irb = qemu.wait_irb(&schid, WAIT);
+    assert_eq!(
+        irb.scsw.device_status,
+        DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END
+    );
+    assert_eq!(irb.scsw.subchannel_status, SubchannelStatus::empty());
+    assert_eq!((irb.scsw.cpa, irb.scsw.count), (0x1118, 0));
+    // Key "VOL1", then data "VOL1" and the volume serial "V0100 " (EBCDIC).
+    assert_eq!(
+        qemu.read(0x4000, 14),
+        [
+            0xe5, 0xd6, 0xd3, 0xf1, 0xe5, 0xd6, 0xd3, 0xf1, 0xe5, 0xf0, 0xf1, 0xf0, 0xf0, 0x40
+        ]
+    );
+}
+
+#[test]
 fn stsch_shows_the_backends_paths() {
-    let (_backend, mut qemu, schid) = setup("sim,chpid=0x2a");
+    let (_backend, mut qemu, schid) = setup("sim,device=buffer,chpid=0x2a");
     let (cc, schib) = qemu.stsch(&schid);
     assert_eq!(cc, 0);
     let pmcw = schib.unwrap().pmcw;
@@ -92,7 +135,7 @@ fn stsch_shows_the_backends_paths() {
 
 #[test]
 fn chained_write_and_read_move_the_bytes() {
-    let (_backend, mut qemu, schid) = setup("sim,size=64");
+    let (_backend, mut qemu, schid) = setup("sim,device=buffer,size=64");
     qemu.write(0x3000, b"The quick brown fox jumps over!!");
     qemu.write(0x3100, &0u32.to_be_bytes());
     qemu.write(0x4000, &[0; 32]);
@@ -111,7 +154,7 @@ fn chained_write_and_read_move_the_bytes() {
 
 #[test]
 fn halt_and_clear_of_a_running_program() {
-    let (_backend, mut qemu, schid) = setup("sim,latency-us=20000");
+    let (_backend, mut qemu, schid) = setup("sim,device=buffer,latency-us=20000");
     for i in 0..99u64 {
         ccw(&mut qemu, 0x1000 + 8 * i, 0x03, CcwFlags::CC, 0, 0);
     }
@@ -138,7 +181,7 @@ fn halt_and_clear_of_a_running_program() {
 
 #[test]
 fn program_outside_guest_ram_ends_in_a_program_check() {
-    let (_backend, mut qemu, schid) = setup("sim");
+    let (_backend, mut qemu, schid) = setup("sim,device=buffer");
     ccw(
         &mut qemu,
         0x1000,
@@ -161,7 +204,7 @@ fn program_outside_guest_ram_ends_in_a_program_check() {
 
 #[test]
 fn backend_killed_then_restarted() {
-    let (mut backend, mut qemu, schid) = setup("sim,latency-us=20000");
+    let (mut backend, mut qemu, schid) = setup("sim,device=buffer,latency-us=20000");
     let socket = backend.socket().to_path_buf();
     for i in 0..99u64 {
         ccw(&mut qemu, 0x1000 + 8 * i, 0x03, CcwFlags::CC, 0, 0);
@@ -175,7 +218,7 @@ fn backend_killed_then_restarted() {
     // Meanwhile the subchannel is not operational.
     assert_eq!(qemu.ssch(&schid, ORB_ADDR, &orb(0x1000)), 3);
 
-    let _restarted = Backend::start_at(&socket, "sim");
+    let _restarted = Backend::start_at(&socket, "sim,device=buffer");
     let deadline = std::time::Instant::now() + WAIT;
     ccw(&mut qemu, 0x1000, 0x03, CcwFlags::empty(), 0, 0);
     loop {
@@ -195,7 +238,7 @@ fn backend_killed_then_restarted() {
 
 #[test]
 fn qemu_killed_backend_serves_the_next_qemu() {
-    let (backend, mut qemu, schid) = setup("sim,latency-us=20000");
+    let (backend, mut qemu, schid) = setup("sim,device=buffer,latency-us=20000");
     for i in 0..99u64 {
         ccw(&mut qemu, 0x1000 + 8 * i, 0x03, CcwFlags::CC, 0, 0);
     }
@@ -238,7 +281,7 @@ fn missing_socket_and_private_ram_are_clean_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nobody.sock"));
 
-    let backend = Backend::start("sim");
+    let backend = Backend::start("sim,device=buffer");
     let chardev = format!("socket,id=cs0,path={}", backend.socket().display());
     let out = run(&[
         "-m",

@@ -51,7 +51,7 @@ fn final_status() -> StatusControl {
 
 #[test]
 fn sense_id_lands_the_device_identity_in_guest_memory() {
-    let backend = Backend::start("sim,devno=0x4711,schno=5");
+    let backend = Backend::start("sim,device=buffer,devno=0x4711,schno=5");
     let mut conn = backend.connect();
     let config = conn.config().clone();
     assert_eq!(config.devno, 0x4711);
@@ -96,7 +96,7 @@ fn sense_id_lands_the_device_identity_in_guest_memory() {
 
 #[test]
 fn chained_write_seek_read_moves_data_with_residual_counts() {
-    let backend = Backend::start("sim,size=32");
+    let backend = Backend::start("sim,device=buffer,size=32");
     let mut conn = backend.connect();
     conn.write_ram(0x3000, b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345")
         .unwrap();
@@ -140,7 +140,7 @@ fn chained_write_seek_read_moves_data_with_residual_counts() {
 /// is never written outside the areas of the CCWs that ran.
 #[test]
 fn program_outside_guest_ram_ends_in_a_program_check_and_memory_untouched() {
-    let backend = Backend::start("sim");
+    let backend = Backend::start("sim,device=buffer");
     let mut conn = backend.connect();
     let ram = conn.ram_size();
     let edge = ram - 0x80;
@@ -197,7 +197,7 @@ fn program_outside_guest_ram_ends_in_a_program_check_and_memory_untouched() {
 
 #[test]
 fn halt_clear_and_store_report_condition_codes() {
-    let backend = Backend::start("sim,latency-us=20000");
+    let backend = Backend::start("sim,device=buffer,latency-us=20000");
     let mut conn = backend.connect();
     for i in 0..50u64 {
         put_ccw(&conn, 0x1000 + 8 * i, 0x03, CcwFlags::CC, 0, 0);
@@ -246,7 +246,7 @@ fn halt_clear_and_store_report_condition_codes() {
 
 #[test]
 fn disconnect_mid_io_then_a_new_connection_starts_clean() {
-    let backend = Backend::start("sim,latency-us=50000");
+    let backend = Backend::start("sim,device=buffer,latency-us=50000");
     {
         let mut conn = backend.connect();
         for i in 0..100u64 {
@@ -273,7 +273,7 @@ fn disconnect_mid_io_then_a_new_connection_starts_clean() {
 
 #[test]
 fn malformed_requests_get_bad_request() {
-    let backend = Backend::start("sim");
+    let backend = Backend::start("sim,device=buffer");
     let mut conn = backend.connect();
     // Unknown request type.
     let mut bytes = Request::new(RequestType::Halt, 1).encode();
@@ -308,7 +308,7 @@ fn malformed_requests_get_bad_request() {
 
 #[test]
 fn garbage_on_the_socket_ends_only_that_connection() {
-    let mut backend = Backend::start("sim");
+    let mut backend = Backend::start("sim,device=buffer");
     for garbage in [
         &[0xffu8; 7][..],
         &[0x01, 0, 0, 0, 0x01, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f],
@@ -348,7 +348,7 @@ fn memfd(size: u64) -> std::fs::File {
 
 #[test]
 fn hostile_memory_tables_are_refused_without_a_crash() {
-    let mut backend = Backend::start("sim");
+    let mut backend = Backend::start("sim,device=buffer");
     let file = memfd(0x10_0000);
     let map = vec![0u8; 0x20_0000];
     let cases = [
@@ -413,7 +413,12 @@ fn setup_failures_exit_nonzero_with_a_clear_message() {
     let out = run(&["--socket-path", "/nonexistent-dir/x.sock"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent-dir/x.sock"));
-    let out = run(&["--socket-path", "/tmp/x.sock", "--device", "sim,size=lots"]);
+    let out = run(&[
+        "--socket-path",
+        "/tmp/x.sock",
+        "--device",
+        "sim,device=buffer,size=lots",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("size"));
     let out = run(&[
@@ -431,7 +436,7 @@ fn setup_failures_exit_nonzero_with_a_clear_message() {
 
 #[test]
 fn sigterm_stops_the_backend_promptly() {
-    let mut backend = Backend::start("sim");
+    let mut backend = Backend::start("sim,device=buffer");
     let _conn = backend.connect();
     let status = std::process::Command::new("kill")
         .arg("-TERM")
@@ -477,7 +482,7 @@ fn activated_sessions(extra_args: &[&str]) {
 
 #[test]
 fn socket_activation_with_listen_fds() {
-    activated_sessions(&["--device", "sim"]);
+    activated_sessions(&["--device", "sim,device=buffer"]);
 }
 
 #[test]
@@ -487,7 +492,7 @@ fn inherited_listening_fd() {
 
 #[test]
 fn reset_device_quiesces_the_subchannel_and_features_reopen_it() {
-    let backend = Backend::start("sim,latency-us=50000");
+    let backend = Backend::start("sim,device=buffer,latency-us=50000");
     let mut conn = backend.connect();
     for i in 0..100u64 {
         put_ccw(&conn, 0x1000 + 8 * i, 0x03, CcwFlags::CC, 0, 0);
@@ -529,10 +534,13 @@ fn two_subchannels_in_one_process_are_independent() {
     let mut child = std::process::Command::new(binary("vhost-user-ccw"))
         .arg("--socket-path")
         .arg(&a)
-        .args(["--device", "sim,devno=0x0100,latency-us=20000"])
+        .args([
+            "--device",
+            "sim,device=buffer,devno=0x0100,latency-us=20000",
+        ])
         .arg("--socket-path")
         .arg(&b)
-        .args(["--device", "sim,devno=0x0200"])
+        .args(["--device", "sim,device=buffer,devno=0x0200"])
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + WAIT;

@@ -22,10 +22,14 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     pub fd: Option<i32>,
 
-    /// Host subchannel to mediate: `sim[,devno=HEX][,schno=N][,chpid=HEX][,size=BYTES][,latency-us=N]`
-    /// (an emulated subchannel with a buffer device), or `vfio:UUID` /
-    /// `vfio:/sys/.../UUID` (a Linux vfio-ccw mdev). Default `sim`. Repeated, the n-th device goes with
-    /// the n-th socket.
+    /// Host subchannel to mediate:
+    /// `sim[,image=PATH][,model=3390-3|3390-9|3390-27][,cylinders=N]` (an
+    /// emulated subchannel with a 3390 DASD; without `image`, on a scratch
+    /// image that vanishes at exit), `sim,device=buffer[,size=BYTES]` (with
+    /// the sequential buffer device), each with
+    /// `[,devno=HEX][,schno=N][,chpid=HEX][,latency-us=N]`; or `vfio:UUID` /
+    /// `vfio:/sys/.../UUID` (a Linux vfio-ccw mdev). Default `sim`.
+    /// Repeated, the n-th device goes with the n-th socket.
     #[arg(long, value_name = "SPEC")]
     pub device: Vec<String>,
 

@@ -7,6 +7,7 @@ use thiserror::Error;
 
 use crate::args::Args;
 use crate::host::sim::SimConfig;
+use crate::host::sim::ckd::Geometry;
 
 /// Where the backend listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,16 +21,35 @@ pub enum Listen {
 /// Which host subchannel to mediate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceSpec {
-    /// An emulated subchannel with a buffer device of `size` bytes.
+    /// An emulated subchannel in front of an emulated device.
     Sim {
         /// Subchannel parameters.
         config: SimConfig,
-        /// Size of the device's buffer.
-        size: usize,
+        /// The device behind it.
+        device: SimDevice,
     },
     /// A Linux vfio-ccw mediated device: its UUID or sysfs path
     /// ([`crate::host::vfio::VfioTarget`]).
     Vfio(String),
+}
+
+/// The device model behind a `sim` subchannel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SimDevice {
+    /// A 3390 DASD (`sim`, the default).
+    Dasd {
+        /// The image file; `None` runs on a scratch CDL-formatted image
+        /// that is removed at exit.
+        image: Option<PathBuf>,
+        /// Geometry of the scratch image (with `image`, the image's
+        /// header decides and this is `None`).
+        geometry: Option<Geometry>,
+    },
+    /// The sequential buffer device of `size` bytes (`sim,device=buffer`).
+    Buffer {
+        /// Size of the buffer.
+        size: usize,
+    },
 }
 
 /// Configuration errors: each says what to fix.
@@ -60,6 +80,10 @@ pub enum ConfigError {
 
 /// Default size of the sim buffer device.
 pub const DEFAULT_SIM_SIZE: usize = 1 << 20;
+/// Cylinders of the scratch DASD image when neither `model` nor
+/// `cylinders` is given (1500 tracks, about 70 MiB of 4 KiB blocks:
+/// quick to format, as it is at every start).
+pub const DEFAULT_SCRATCH_CYLINDERS: u32 = 100;
 
 /// One socket and the subchannel it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,7 +172,10 @@ fn parse_number(value: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
-/// Parse `--device`.
+/// Parse `--device`:
+/// `sim[,image=PATH][,model=3390-3|3390-9|3390-27][,cylinders=N]` (the 3390
+/// DASD), `sim,device=buffer[,size=BYTES]` (the buffer device), each with
+/// `devno`, `schno`, `chpid` and `latency-us`.
 pub fn parse_device(spec: &str) -> Result<DeviceSpec, ConfigError> {
     let err = |reason: String| ConfigError::Device {
         spec: spec.to_owned(),
@@ -168,29 +195,79 @@ pub fn parse_device(spec: &str) -> Result<DeviceSpec, ConfigError> {
         )));
     }
     let mut config = SimConfig::default();
-    let mut size = DEFAULT_SIM_SIZE;
+    let mut size = None;
+    let mut image = None;
+    let mut geometry = None;
+    let mut device = "dasd";
     for part in parts {
         let (key, value) = part
             .split_once('=')
             .ok_or_else(|| err(format!("'{part}' is not key=value")))?;
         let number =
-            parse_number(value).ok_or_else(|| err(format!("{key}: '{value}' is not a number")))?;
+            || parse_number(value).ok_or_else(|| err(format!("{key}: '{value}' is not a number")));
         let out_of_range = || err(format!("{key}: {value} is out of range"));
         match key {
-            "devno" => config.devno = u16::try_from(number).map_err(|_| out_of_range())?,
-            "schno" => config.schno = u16::try_from(number).map_err(|_| out_of_range())?,
-            "chpid" => config.chpid = u8::try_from(number).map_err(|_| out_of_range())?,
-            "latency-us" => config.latency = Duration::from_micros(number),
+            "devno" => config.devno = u16::try_from(number()?).map_err(|_| out_of_range())?,
+            "schno" => config.schno = u16::try_from(number()?).map_err(|_| out_of_range())?,
+            "chpid" => config.chpid = u8::try_from(number()?).map_err(|_| out_of_range())?,
+            "latency-us" => config.latency = Duration::from_micros(number()?),
+            "device" => {
+                device = match value {
+                    "dasd" => "dasd",
+                    "buffer" => "buffer",
+                    _ => return Err(err(format!("device: '{value}' (expected dasd or buffer)"))),
+                }
+            }
             "size" => {
-                size = usize::try_from(number)
-                    .ok()
-                    .filter(|s| (1..=1 << 30).contains(s))
-                    .ok_or_else(out_of_range)?;
+                size = Some(
+                    usize::try_from(number()?)
+                        .ok()
+                        .filter(|s| (1..=1 << 30).contains(s))
+                        .ok_or_else(out_of_range)?,
+                );
+            }
+            "image" if !value.is_empty() => image = Some(PathBuf::from(value)),
+            "model" => {
+                let n = value
+                    .strip_prefix("3390-")
+                    .and_then(|m| m.parse::<u32>().ok())
+                    .ok_or_else(|| {
+                        err(format!(
+                            "model: '{value}' (expected 3390-3, 3390-9 or 3390-27)"
+                        ))
+                    })?;
+                geometry = Some(Geometry::model(n).map_err(|e| err(format!("model: {e}")))?);
+            }
+            "cylinders" => {
+                let n = u32::try_from(number()?).map_err(|_| out_of_range())?;
+                geometry =
+                    Some(Geometry::with_cylinders(n).map_err(|e| err(format!("cylinders: {e}")))?);
             }
             _ => return Err(err(format!("unknown option '{key}'"))),
         }
     }
-    Ok(DeviceSpec::Sim { config, size })
+    let device = if device == "buffer" {
+        if image.is_some() || geometry.is_some() {
+            return Err(err("image, model and cylinders are DASD options".into()));
+        }
+        SimDevice::Buffer {
+            size: size.unwrap_or(DEFAULT_SIM_SIZE),
+        }
+    } else {
+        if size.is_some() {
+            return Err(err(
+                "size is a buffer-device option (sim,device=buffer,size=…)".into(),
+            ));
+        }
+        if image.is_some() && geometry.is_some() {
+            return Err(err(
+                "model and cylinders size a scratch image; an image's header holds its geometry"
+                    .into(),
+            ));
+        }
+        SimDevice::Dasd { image, geometry }
+    };
+    Ok(DeviceSpec::Sim { config, device })
 }
 
 #[cfg(test)]
@@ -212,7 +289,10 @@ mod tests {
             config.device,
             DeviceSpec::Sim {
                 config: SimConfig::default(),
-                size: DEFAULT_SIM_SIZE
+                device: SimDevice::Dasd {
+                    image: None,
+                    geometry: None
+                }
             }
         );
     }
@@ -248,16 +328,58 @@ mod tests {
 
     #[test]
     fn device_specs() {
-        let DeviceSpec::Sim { config, size } =
-            parse_device("sim,devno=0x1234,schno=3,chpid=0x2a,size=64K,latency-us=500").unwrap()
-        else {
+        let DeviceSpec::Sim { config, device } = parse_device(
+            "sim,device=buffer,devno=0x1234,schno=3,chpid=0x2a,size=64K,latency-us=500",
+        )
+        .unwrap() else {
             panic!("sim expected");
         };
         assert_eq!(config.devno, 0x1234);
         assert_eq!(config.schno, 3);
         assert_eq!(config.chpid, 0x2a);
         assert_eq!(config.latency, Duration::from_micros(500));
-        assert_eq!(size, 64 * 1024);
+        assert_eq!(device, SimDevice::Buffer { size: 64 * 1024 });
+        let dasd = |spec: &str| match parse_device(spec) {
+            Ok(DeviceSpec::Sim { device, .. }) => Ok(device),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            dasd("sim,image=/var/disk.img,devno=0x190"),
+            Ok(SimDevice::Dasd {
+                image: Some("/var/disk.img".into()),
+                geometry: None
+            })
+        );
+        assert_eq!(
+            dasd("sim,model=3390-9"),
+            Ok(SimDevice::Dasd {
+                image: None,
+                geometry: Some(Geometry::model(9).unwrap())
+            })
+        );
+        assert_eq!(
+            dasd("sim,cylinders=20"),
+            Ok(SimDevice::Dasd {
+                image: None,
+                geometry: Some(Geometry::with_cylinders(20).unwrap())
+            })
+        );
+        for bad in [
+            "sim,model=3390-4",
+            "sim,model=3380-3",
+            "sim,cylinders=0",
+            "sim,cylinders=70000",
+            "sim,image=/x,model=3390-3",
+            "sim,size=4K",
+            "sim,device=buffer,image=/x",
+            "sim,device=tape",
+        ] {
+            assert!(
+                matches!(dasd(bad), Err(ConfigError::Device { .. })),
+                "{bad}"
+            );
+        }
         assert!(matches!(
             parse_device("sim,devno=0x12345"),
             Err(ConfigError::Device { .. })
@@ -267,7 +389,7 @@ mod tests {
             Err(ConfigError::Device { .. })
         ));
         assert!(matches!(
-            parse_device("sim,size=0"),
+            parse_device("sim,device=buffer,size=0"),
             Err(ConfigError::Device { .. })
         ));
         assert!(matches!(

@@ -25,9 +25,11 @@ use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
-use crate::config::{Config, DeviceSpec, Listen};
+use crate::config::{Config, DeviceSpec, Listen, SimDevice};
 use crate::host::sim::SimSubchannel;
-use crate::host::sim::device::BufferDevice;
+use crate::host::sim::ckd::dasd::Dasd;
+use crate::host::sim::ckd::{CkdError, Geometry};
+use crate::host::sim::device::{BufferDevice, DeviceModel};
 use crate::host::vfio::{VfioSubchannel, VfioTarget};
 use crate::host::{HostError, HostSubchannel};
 use crate::session::{HOST_EVENT, Session, SharedSubchannel, lock};
@@ -44,6 +46,14 @@ pub enum Error {
     /// The host subchannel could not be set up.
     #[error("host subchannel: {0}")]
     Host(#[from] HostError),
+    /// The DASD image could not be opened or created.
+    #[error("device image {path}: {source}")]
+    Image {
+        /// The image file (or "scratch").
+        path: String,
+        /// Why.
+        source: CkdError,
+    },
     /// The listening socket could not be set up.
     #[error("socket {what}: {source}")]
     Socket {
@@ -69,10 +79,52 @@ pub fn capabilities_json() -> String {
 /// Build the host subchannel the configuration names.
 pub fn build_host(device: &DeviceSpec) -> Result<Box<dyn HostSubchannel>, Error> {
     match device {
-        DeviceSpec::Sim { config, size } => Ok(Box::new(SimSubchannel::new(
-            config.clone(),
-            Box::new(BufferDevice::new(*size)),
-        )?)),
+        DeviceSpec::Sim { config, device } => {
+            let model: Box<dyn DeviceModel> = match device {
+                SimDevice::Buffer { size } => Box::new(BufferDevice::new(*size)),
+                SimDevice::Dasd {
+                    image: Some(path), ..
+                } => {
+                    let dasd = Dasd::open(path, config.devno).map_err(|source| Error::Image {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                    info!(
+                        "sim {:04x}: 3390 on {} ({} cylinders)",
+                        config.devno,
+                        path.display(),
+                        dasd.geometry().cylinders()
+                    );
+                    Box::new(dasd)
+                }
+                SimDevice::Dasd {
+                    image: None,
+                    geometry,
+                } => {
+                    let geometry = match geometry {
+                        Some(g) => *g,
+                        None => Geometry::with_cylinders(config::DEFAULT_SCRATCH_CYLINDERS)
+                            .map_err(|e| Error::Image {
+                                path: "scratch".into(),
+                                source: e.into(),
+                            })?,
+                    };
+                    let dasd =
+                        Dasd::scratch(geometry, config.devno).map_err(|source| Error::Image {
+                            path: "scratch".into(),
+                            source,
+                        })?;
+                    warn!(
+                        "sim {:04x}: 3390 on a scratch CDL image of {} cylinders: NOT DURABLE, \
+                         its contents vanish at exit (give image=PATH to keep them)",
+                        config.devno,
+                        geometry.cylinders()
+                    );
+                    Box::new(dasd)
+                }
+            };
+            Ok(Box::new(SimSubchannel::new(config.clone(), model)?))
+        }
         DeviceSpec::Vfio(target) => {
             let target = VfioTarget::parse(target).map_err(|e| ConfigError::Device {
                 spec: format!("vfio:{target}"),

@@ -21,6 +21,23 @@ pub fn set_nonblocking(fd: &impl AsRawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Take an exclusive advisory lock (flock) on an open file without
+/// waiting: `Ok(false)` when another open file description holds one.
+pub fn try_lock_exclusive(file: &impl AsRawFd) -> io::Result<bool> {
+    let fd = file.as_raw_fd();
+    // SAFETY: flock on a descriptor we own only changes its lock state; no
+    // memory is involved.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let error = io::Error::last_os_error();
+    if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(error)
+    }
+}
+
 /// Our process id.
 pub fn getpid() -> u32 {
     std::process::id()

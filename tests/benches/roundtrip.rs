@@ -129,7 +129,7 @@ struct RoundTrip {
 
 impl RoundTrip {
     fn new(cpu: Option<usize>) -> Self {
-        let backend = Backend::start_on_cpu("sim", "warn", cpu);
+        let backend = Backend::start_on_cpu("sim,device=buffer", "warn", cpu);
         let conn = backend.connect();
         let nop = Ccw {
             cmd: 0x03,

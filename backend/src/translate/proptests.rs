@@ -44,8 +44,8 @@ use vhost_user_ccw_protocol::arch::{
 
 use super::{translate, translate_general_only};
 use crate::host::sim::device::{
-    BufferDevice, CMD_NOP, CMD_READ, CMD_SEEK, CMD_SENSE, CMD_SENSE_ID, CMD_WRITE, DeviceModel,
-    DeviceResponse,
+    BufferDevice, CMD_NOP, CMD_READ, CMD_SEEK, CMD_SENSE, CMD_SENSE_ID, CMD_WRITE, Chaining,
+    DeviceModel, DeviceResponse,
 };
 use crate::host::sim::{SimConfig, SimSubchannel};
 use crate::host::{HostCc, HostEvent, HostSubchannel};
@@ -323,7 +323,9 @@ mod reference {
                     at += usize::from(part.count);
                 }
             }
-            let response = self.device.execute(head.cmd, &mut buffer);
+            let response = self
+                .device
+                .execute(head.cmd, &mut buffer, Chaining::default());
             let moved = response.length.min(total);
             if input {
                 let mut at = 0;
@@ -371,7 +373,11 @@ mod reference {
             // SLI suppresses incorrect length, unless CD is set (CD also
             // overrides CC).
             let sli = part.flags.contains(CcwFlags::SLI) && !part.flags.contains(CcwFlags::CD);
-            let incorrect_length = response.length != total && !sli;
+            // A command rejected at once (unit check, nothing transferred)
+            // never began its transfer: no incorrect length.
+            let rejected =
+                response.status.contains(DeviceStatus::UNIT_CHECK) && response.length == 0;
+            let incorrect_length = response.length != total && !sli && !rejected;
             let status = response.status;
             let ending = Ending {
                 cpa: u32::try_from(part.addr + 8).expect("31-bit CCW address"),
@@ -416,8 +422,18 @@ impl TestDevice {
         for byte in &mut contents[DEV_SIZE / 2..] {
             *byte = rng.byte();
         }
-        assert_eq!(device.execute(CMD_WRITE, &mut contents).length, DEV_SIZE);
-        assert_eq!(device.execute(CMD_SEEK, &mut [0; 4]).length, 4);
+        assert_eq!(
+            device
+                .execute(CMD_WRITE, &mut contents, Chaining::default())
+                .length,
+            DEV_SIZE
+        );
+        assert_eq!(
+            device
+                .execute(CMD_SEEK, &mut [0; 4], Chaining::default())
+                .length,
+            4
+        );
         Self(Arc::new(Mutex::new(device)))
     }
 
@@ -431,13 +447,13 @@ impl DeviceModel for TestDevice {
         self.0.lock().unwrap().sense_id()
     }
 
-    fn execute(&mut self, cmd: u8, data: &mut [u8]) -> DeviceResponse {
+    fn execute(&mut self, cmd: u8, data: &mut [u8], chaining: Chaining) -> DeviceResponse {
         let mut device = self.0.lock().unwrap();
         if cmd != CMD_SEARCH {
-            return device.execute(cmd, data);
+            return device.execute(cmd, data, chaining);
         }
         let mut record = vec![0u8; data.len()];
-        let got = device.execute(CMD_READ, &mut record).length;
+        let got = device.execute(CMD_READ, &mut record, chaining).length;
         let mut status = DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END;
         if got < data.len() {
             status |= DeviceStatus::UNIT_EXCEPTION;

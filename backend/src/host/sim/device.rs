@@ -1,9 +1,14 @@
 //! Device models the simulated subchannel can front.
 //!
 //! A [`DeviceModel`] sees one command at a time with the channel's data area
-//! for it, like a control unit on the other side of the channel; chaining,
-//! incorrect-length rules and interruptions are the subchannel's business.
-//! [`BufferDevice`] is a small sequential device over an in-memory buffer.
+//! for it (a data chain as one area), like a control unit on the other side
+//! of the channel; chaining, incorrect-length rules and interruptions are
+//! the subchannel's business. Like a real channel, the subchannel tells the
+//! device whether a command opens a program and whether command chaining is
+//! meant to go on ([`Chaining`]), and when the program ends
+//! ([`DeviceModel::chain_ended`]): a DASD keeps its Define Extent / Locate
+//! Record context for one chain. [`BufferDevice`] is a small sequential
+//! device over an in-memory buffer; the 3390 DASD is in [`super::ckd`].
 
 use vhost_user_ccw_protocol::arch::{Ciw, DeviceStatus, Sense, SenseId};
 
@@ -36,14 +41,53 @@ impl DeviceResponse {
     }
 }
 
+/// What the channel tells the device about a command's place in the chain.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Chaining {
+    /// The command is the first of its channel program.
+    pub first: bool,
+    /// The CCW asks for command chaining: the channel continues with the
+    /// next command if this one ends with channel end and device end (and
+    /// no incorrect length). A device that needs more commands (a Locate
+    /// Record domain) can tell that the chain will end short.
+    pub continues: bool,
+}
+
+/// The answer of [`DeviceModel::read_in_place`].
+#[derive(Debug)]
+pub enum InPlace<'a> {
+    /// Not answered in place: nothing happened.
+    No,
+    /// Executed: the response (its length is the sum of the fields' lengths
+    /// or less) and the bytes, field after field.
+    Done(DeviceResponse, [&'a [u8]; 3]),
+}
+
 /// A device behind a simulated subchannel.
 pub trait DeviceModel: Send {
     /// SENSE ID data.
     fn sense_id(&self) -> SenseId;
     /// Execute one command. `data` holds the bytes the channel offers for
     /// an output command, or receives the bytes of an input command (its
-    /// length is the CCW count).
-    fn execute(&mut self, cmd: u8, data: &mut [u8]) -> DeviceResponse;
+    /// length is the CCW count, summed over a data chain).
+    fn execute(&mut self, cmd: u8, data: &mut [u8], chaining: Chaining) -> DeviceResponse;
+    /// The channel program ended: after its last command, after an error,
+    /// or because it was halted. A device that finishes work at the end of
+    /// a chain (flushing writes) does it here; the status it returns (unit
+    /// check, with sense set, when that failed) is added to the final
+    /// status of a program that ended on its own.
+    fn chain_ended(&mut self) -> DeviceStatus {
+        DeviceStatus::empty()
+    }
+    /// Execute an input command of `len` bytes whose answer the device
+    /// holds in memory, handing out the bytes in place (up to three
+    /// consecutive fields, such as a record's key and data) for the channel
+    /// to store: one copy less on the read path. [`InPlace::No`] (the
+    /// default) means that the command has not been executed and goes to
+    /// [`DeviceModel::execute`].
+    fn read_in_place(&mut self, _cmd: u8, _len: usize, _chaining: Chaining) -> InPlace<'_> {
+        InPlace::No
+    }
     /// Selective reset (CLEAR SUBCHANNEL): drop contingent state.
     fn reset(&mut self);
     /// Sense data describing the last unit check.
@@ -116,7 +160,7 @@ impl DeviceModel for BufferDevice {
         }
     }
 
-    fn execute(&mut self, cmd: u8, data: &mut [u8]) -> DeviceResponse {
+    fn execute(&mut self, cmd: u8, data: &mut [u8], _chaining: Chaining) -> DeviceResponse {
         match cmd {
             CMD_NOP => DeviceResponse::done(0),
             CMD_SENSE_ID => {
@@ -178,7 +222,7 @@ mod tests {
     fn sense_id_reports_the_private_identity() {
         let mut dev = BufferDevice::new(16);
         let mut buf = [0u8; 40];
-        let resp = dev.execute(CMD_SENSE_ID, &mut buf);
+        let resp = dev.execute(CMD_SENSE_ID, &mut buf, Chaining::default());
         assert_eq!(resp.length, 12, "7 bytes + reserved byte + one CIW");
         assert_eq!(&buf[..7], &[0xff, 0x50, 0x00, 0x01, 0x50, 0x01, 0x01]);
         assert_eq!(&buf[8..12], &[0x40, 0xfa, 0x00, 0x80]);
@@ -187,31 +231,38 @@ mod tests {
     #[test]
     fn reads_and_writes_stop_at_the_end_of_the_buffer() {
         let mut dev = BufferDevice::new(8);
-        let resp = dev.execute(CMD_WRITE, &mut [1, 2, 3, 4, 5, 6]);
+        let resp = dev.execute(CMD_WRITE, &mut [1, 2, 3, 4, 5, 6], Chaining::default());
         assert_eq!(resp, DeviceResponse::done(6));
-        let resp = dev.execute(CMD_WRITE, &mut [7, 8, 9, 10]);
+        let resp = dev.execute(CMD_WRITE, &mut [7, 8, 9, 10], Chaining::default());
         assert_eq!(resp.length, 2, "only two bytes fit");
         assert_eq!(
-            dev.execute(CMD_SEEK, &mut [0, 0, 0, 4]),
+            dev.execute(CMD_SEEK, &mut [0, 0, 0, 4], Chaining::default()),
             DeviceResponse::done(4)
         );
         let mut buf = [0u8; 8];
-        assert_eq!(dev.execute(CMD_READ, &mut buf).length, 4);
+        assert_eq!(
+            dev.execute(CMD_READ, &mut buf, Chaining::default()).length,
+            4
+        );
         assert_eq!(&buf[..4], &[5, 6, 7, 8]);
     }
 
     #[test]
     fn unknown_command_is_rejected_with_sense() {
         let mut dev = BufferDevice::new(8);
-        let resp = dev.execute(0x27, &mut []);
+        let resp = dev.execute(0x27, &mut [], Chaining::default());
         assert!(resp.status.contains(DeviceStatus::UNIT_CHECK));
         let mut sense = [0u8; 32];
-        assert_eq!(dev.execute(CMD_SENSE, &mut sense).length, 32);
+        assert_eq!(
+            dev.execute(CMD_SENSE, &mut sense, Chaining::default())
+                .length,
+            32
+        );
         assert_eq!(sense[0], Sense::COMMAND_REJECT);
-        dev.execute(CMD_SENSE, &mut sense);
+        dev.execute(CMD_SENSE, &mut sense, Chaining::default());
         assert_eq!(sense[0], 0, "sense is reset once read");
         assert!(
-            dev.execute(CMD_SEEK, &mut [0, 0, 0, 9])
+            dev.execute(CMD_SEEK, &mut [0, 0, 0, 9], Chaining::default())
                 .status
                 .contains(DeviceStatus::UNIT_CHECK)
         );

@@ -24,7 +24,7 @@ use vhost_user_ccw_protocol::arch::{
 };
 use vmm_sys_util::timerfd::TimerFd;
 
-use self::device::DeviceModel;
+use self::device::{Chaining, DeviceModel, InPlace};
 use super::{HostCc, HostError, HostEvent, HostSubchannel, Identity};
 use crate::memory::GuestRam;
 use crate::translate::{CCW_SIZE, CcwKind, ChannelProgram, Direction, MAX_DATA_BYTES};
@@ -69,6 +69,8 @@ struct Running {
     next: usize,
     /// Whether execution began (the start function left start-pending).
     started: bool,
+    /// Whether a command was executed (the next one is chained to it).
+    executed: bool,
 }
 
 /// The emulated subchannel.
@@ -88,6 +90,8 @@ pub struct SimSubchannel {
     reports: Vec<HostEvent>,
     /// Scratch buffer for one command's data.
     buffer: Vec<u8>,
+    /// Scratch list of the CCWs of one command.
+    parts: Vec<Part>,
 }
 
 impl std::fmt::Debug for SimSubchannel {
@@ -133,6 +137,7 @@ impl SimSubchannel {
             present: true,
             reports: Vec::new(),
             buffer: Vec::new(),
+            parts: Vec::new(),
         })
     }
 
@@ -208,7 +213,9 @@ impl SimSubchannel {
     }
 
     fn do_clear(&mut self, events: &mut Vec<HostEvent>) {
-        self.running = None;
+        if self.running.take().is_some() {
+            self.device.chain_ended();
+        }
         self.device.reset();
         self.pmcw.lpum = 0;
         self.pmcw.pom = 0xff;
@@ -221,11 +228,13 @@ impl SimSubchannel {
     }
 
     fn do_halt(&mut self, events: &mut Vec<HostEvent>) {
-        if let Some(running) = self.running.take() {
+        if self.running.take().is_some() {
             // The device is stopped at a CCW boundary: it presents device
             // end, and the CPA designates the CCW after the last one executed.
             // The CPA of the last step already designates the next CCW.
-            let _ = running;
+            // What the device deferred to the end of the chain is done; a
+            // failure stays in its sense data for the next SENSE.
+            self.device.chain_ended();
             self.scsw.device_status = DeviceStatus::DEVICE_END;
         } else {
             self.scsw.device_status = DeviceStatus::empty();
@@ -264,20 +273,22 @@ impl SimSubchannel {
                     ActivityControl::SUBCHANNEL_ACTIVE | ActivityControl::DEVICE_ACTIVE;
                 self.pmcw.lpum = PATH;
             }
-            let program = Arc::clone(&running.program);
-            let ram = running.ram.clone();
-            let index = program.resolve(running.next);
+            let index = running.program.resolve(running.next);
+            let first = !running.executed;
+            running.executed = true;
             let step = execute_step(
-                &program,
-                &ram,
+                &running.program,
+                &running.ram,
                 index,
+                first,
                 self.device.as_mut(),
                 &mut self.buffer,
+                &mut self.parts,
             );
             // Opt-in CCW trace (RUST_LOG=ccw_trace=trace): one level check
             // per CCW when off.
             if log::log_enabled!(target: CCW_TRACE, log::Level::Trace) {
-                trace_ccw(self.config.devno, &program, index, &step);
+                trace_ccw(self.config.devno, &running.program, index, &step);
             }
             self.scsw.cpa = step.cpa;
             self.scsw.count = step.residual;
@@ -307,6 +318,7 @@ impl SimSubchannel {
                             SubchannelStatus::PROGRAM_CONTROLLED_INTERRUPTION;
                     }
                     self.running = None;
+                    self.scsw.device_status |= self.device.chain_ended();
                     self.scsw.activity_control = ActivityControl::empty();
                     self.scsw.status_control = StatusControl::PRIMARY
                         | StatusControl::SECONDARY
@@ -314,9 +326,10 @@ impl SimSubchannel {
                     let error = SubchannelStatus::INCORRECT_LENGTH
                         | SubchannelStatus::PROGRAM_CHECK
                         | SubchannelStatus::CHANNEL_DATA_CHECK;
+                    let status = self.scsw.device_status;
                     if step.cstat.intersects(error)
-                        || step.status.contains(DeviceStatus::UNIT_CHECK)
-                        || step.status.contains(DeviceStatus::UNIT_EXCEPTION)
+                        || status.contains(DeviceStatus::UNIT_CHECK)
+                        || status.contains(DeviceStatus::UNIT_EXCEPTION)
                     {
                         self.scsw.status_control |= StatusControl::ALERT;
                     }
@@ -425,6 +438,7 @@ impl Step {
 }
 
 /// One CCW of a command, as the channel uses it.
+#[derive(Debug)]
 struct Part {
     index: usize,
     addr: u64,
@@ -438,8 +452,10 @@ fn execute_step(
     program: &ChannelProgram,
     ram: &GuestRam,
     first: usize,
+    opens_program: bool,
     device: &mut dyn DeviceModel,
     buffer: &mut Vec<u8>,
+    parts: &mut Vec<Part>,
 ) -> Step {
     let entry = &program.ccws[first];
     let (cmd, direction) = match &entry.kind {
@@ -448,7 +464,7 @@ fn execute_step(
     };
     // Collect the data chain: the command's CCW and every CCW it chains
     // data into (their command codes are ignored).
-    let mut parts: Vec<Part> = Vec::with_capacity(1);
+    parts.clear();
     let mut index = first;
     let mut broken_chain = None;
     let mut collected = 0u64;
@@ -483,11 +499,11 @@ fn execute_step(
     }
     let total: usize = parts.iter().map(|p| usize::from(p.count)).sum();
     let pci = parts.iter().any(|p| p.flags.contains(CcwFlags::PCI));
-    buffer.clear();
-    buffer.resize(total, 0);
     if direction == Direction::Out {
+        buffer.clear();
+        buffer.resize(total, 0);
         let mut at = 0;
-        for part in &parts {
+        for part in parts.iter() {
             // A part without pieces (NOP, zero count) offers zeros.
             let mut done = 0;
             for piece in program.data(part.index) {
@@ -503,27 +519,53 @@ fn execute_step(
             at += usize::from(part.count);
         }
     }
-    let response = device.execute(cmd, &mut buffer[..total]);
-    let transferred = response.length.min(total);
-    if direction == Direction::In {
-        let mut at = 0;
-        for part in &parts {
-            let mut done = 0usize;
-            for piece in program.data(part.index) {
-                let len = usize::try_from(piece.len).unwrap_or(0);
-                let n = len.min(transferred.saturating_sub(at + done));
-                if n > 0
-                    && ram
-                        .write(piece.addr, &buffer[at + done..at + done + n])
-                        .is_err()
-                {
+    let last = &parts[parts.len() - 1];
+    let chaining = Chaining {
+        first: opens_program,
+        continues: broken_chain.is_none()
+            && last.flags.contains(CcwFlags::CC)
+            && !last.flags.contains(CcwFlags::CD),
+    };
+    let in_place = if direction == Direction::In {
+        match device.read_in_place(cmd, total, chaining) {
+            InPlace::Done(response, fields) => {
+                let transferred = response.length.min(total);
+                if let Err(part) = scatter(program, ram, parts, &fields, transferred) {
                     return channel_data_check(part);
                 }
-                done += len;
+                Some(response)
             }
-            at += usize::from(part.count);
+            InPlace::No => None,
         }
-    }
+    } else {
+        None
+    };
+    let response = match in_place {
+        Some(response) => response,
+        None => {
+            if direction != Direction::Out {
+                // Zeroed, so that no byte of an earlier command can reach
+                // the guest whatever the device answers.
+                buffer.clear();
+                buffer.resize(total, 0);
+            }
+            let response = device.execute(cmd, &mut buffer[..total], chaining);
+            if direction == Direction::In {
+                let transferred = response.length.min(total);
+                if let Err(part) = scatter(
+                    program,
+                    ram,
+                    parts,
+                    &[&buffer[..total], &[], &[]],
+                    transferred,
+                ) {
+                    return channel_data_check(part);
+                }
+            }
+            response
+        }
+    };
+    let transferred = response.length.min(total);
 
     // The CCW in which the transfer ended, and its residual count.
     let mut ended = parts.len() - 1;
@@ -543,7 +585,10 @@ fn execute_step(
     let part = &parts[ended];
     let mut cstat = SubchannelStatus::empty();
     let suppressed = part.flags.contains(CcwFlags::SLI) && !part.flags.contains(CcwFlags::CD);
-    if response.length != total && !suppressed {
+    // A command the device rejects at once (unit check, nothing moved)
+    // never started its data transfer: no incorrect length (POPs).
+    let rejected = response.status.contains(DeviceStatus::UNIT_CHECK) && response.length == 0;
+    if response.length != total && !suppressed && !rejected {
         cstat = SubchannelStatus::INCORRECT_LENGTH;
     }
     let mut step = Step {
@@ -594,6 +639,59 @@ fn execute_step(
         }
     }
     step
+}
+
+/// Store the first `transferred` bytes of an input command's answer (the
+/// concatenation of `fields`) into the command's data areas, CCW by CCW;
+/// the areas of a skipping CCW are passed over. Fails with the CCW whose
+/// area is no longer guest memory.
+fn scatter<'p>(
+    program: &ChannelProgram,
+    ram: &GuestRam,
+    parts: &'p [Part],
+    fields: &[&[u8]; 3],
+    transferred: usize,
+) -> Result<(), &'p Part> {
+    let mut at = 0usize;
+    for part in parts {
+        let mut done = 0usize;
+        for piece in program.data(part.index) {
+            let len = usize::try_from(piece.len).unwrap_or(0);
+            let n = len.min(transferred.saturating_sub(at + done));
+            if n > 0 && copy_fields(ram, piece.addr, fields, at + done, n).is_err() {
+                return Err(part);
+            }
+            done += len;
+        }
+        at += usize::from(part.count);
+    }
+    Ok(())
+}
+
+/// Copy `n` bytes from offset `from` of the concatenated `fields` to
+/// guest address `addr`.
+fn copy_fields(
+    ram: &GuestRam,
+    mut addr: u64,
+    fields: &[&[u8]; 3],
+    mut from: usize,
+    mut n: usize,
+) -> Result<(), crate::memory::RamError> {
+    for field in fields {
+        if n == 0 {
+            break;
+        }
+        if from >= field.len() {
+            from -= field.len();
+            continue;
+        }
+        let take = (field.len() - from).min(n);
+        ram.write(addr, &field[from..from + take])?;
+        addr += u64::try_from(take).unwrap_or(u64::MAX);
+        n -= take;
+        from = 0;
+    }
+    Ok(())
 }
 
 /// A data transfer hit memory that vanished under the program (the memory
@@ -669,6 +767,7 @@ impl HostSubchannel for SimSubchannel {
             ram,
             next: 0,
             started: false,
+            executed: false,
         });
         HostCc::Accepted
     }
@@ -782,7 +881,7 @@ impl HostSubchannel for SimSubchannel {
 
 #[cfg(test)]
 mod tests {
-    use super::device::{BufferDevice, CMD_READ, CMD_SENSE_ID, CMD_WRITE};
+    use super::device::{BufferDevice, CMD_READ, CMD_SENSE_ID, CMD_WRITE, Chaining};
     use super::*;
     use crate::memory::tests::{put_ccw1, ram};
     use crate::translate::translate;
@@ -1094,5 +1193,119 @@ mod tests {
         let scsw = run_to_end(&mut sim)[0].scsw;
         assert_eq!(scsw.deferred_cc, 3);
         assert_eq!(scsw.cpa, 0x1000);
+    }
+
+    /// A device that records how the channel presents each command and
+    /// fails the end of the chain, as a DASD whose flush fails does.
+    #[derive(Default)]
+    struct Recorder {
+        seen: Arc<std::sync::Mutex<Vec<(u8, Chaining)>>>,
+        ended: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl DeviceModel for Recorder {
+        fn sense_id(&self) -> vhost_user_ccw_protocol::arch::SenseId {
+            BufferDevice::new(1).sense_id()
+        }
+        fn execute(
+            &mut self,
+            cmd: u8,
+            _data: &mut [u8],
+            chaining: Chaining,
+        ) -> device::DeviceResponse {
+            self.seen.lock().unwrap().push((cmd, chaining));
+            if cmd == 0x27 {
+                device::DeviceResponse::unit_check()
+            } else {
+                device::DeviceResponse::done(0)
+            }
+        }
+        fn chain_ended(&mut self) -> DeviceStatus {
+            self.ended.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            DeviceStatus::UNIT_CHECK
+        }
+        fn reset(&mut self) {}
+        fn sense(&self) -> vhost_user_ccw_protocol::arch::Sense {
+            vhost_user_ccw_protocol::arch::Sense::default()
+        }
+    }
+
+    #[test]
+    fn device_learns_chaining_and_the_end_of_the_chain() {
+        let ram = ram(0x10000);
+        let recorder = Recorder::default();
+        let (seen, ended) = (Arc::clone(&recorder.seen), Arc::clone(&recorder.ended));
+        let mut sim = SimSubchannel::new(SimConfig::default(), Box::new(recorder)).unwrap();
+        sim.enable().unwrap();
+        // NOP (CC), TIC, NOP (CC), NOP: a chain of three commands.
+        put_ccw(&ram, 0x1000, device::CMD_NOP, 0x40, 0, 0);
+        put_ccw(&ram, 0x1008, 0x08, 0x00, 0, 0x1100);
+        put_ccw(&ram, 0x1100, device::CMD_NOP, 0x40, 0, 0);
+        put_ccw(&ram, 0x1108, device::CMD_NOP, 0x00, 0, 0);
+        start(&mut sim, &ram, 0x1000);
+        let scsw = run_to_end(&mut sim)[0].scsw;
+        let chaining = |first, continues| Chaining { first, continues };
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (device::CMD_NOP, chaining(true, true)),
+                (device::CMD_NOP, chaining(false, true)),
+                (device::CMD_NOP, chaining(false, false)),
+            ]
+        );
+        assert_eq!(ended.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // What the end of the chain reports joins the final status.
+        assert_eq!(
+            scsw.device_status,
+            DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END | DeviceStatus::UNIT_CHECK
+        );
+        assert!(scsw.status_control.contains(StatusControl::ALERT));
+
+        // A command the device rejects at once: unit check, no incorrect
+        // length although the count (16) differs and SLI is off.
+        seen.lock().unwrap().clear();
+        put_ccw(&ram, 0x1200, 0x27, 0x40, 16, 0x2000);
+        put_ccw(&ram, 0x1208, device::CMD_NOP, 0x00, 0, 0);
+        start(&mut sim, &ram, 0x1200);
+        let scsw = run_to_end(&mut sim)[0].scsw;
+        assert_eq!(scsw.subchannel_status, SubchannelStatus::empty());
+        assert_eq!(scsw.count, 16);
+        assert_eq!(scsw.cpa, 0x1208, "chaining stops at the unit check");
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert_eq!(ended.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn halt_and_clear_end_the_chain_for_the_device() {
+        let ram = ram(0x10000);
+        let recorder = Recorder::default();
+        let ended = Arc::clone(&recorder.ended);
+        let config = SimConfig {
+            latency: Duration::from_millis(20),
+            ..SimConfig::default()
+        };
+        let mut sim = SimSubchannel::new(config, Box::new(recorder)).unwrap();
+        sim.enable().unwrap();
+        put_ccw(&ram, 0x1000, device::CMD_NOP, 0x40, 0, 0);
+        put_ccw(&ram, 0x1008, device::CMD_NOP, 0x00, 0, 0);
+        let count = || ended.load(std::sync::atomic::Ordering::SeqCst);
+        start(&mut sim, &ram, 0x1000);
+        assert!(
+            poll_all(&mut sim).is_empty(),
+            "first NOP done, the second waits"
+        );
+        assert_eq!(count(), 0);
+        assert_eq!(sim.halt(), HostCc::Accepted);
+        let irb = run_to_end(&mut sim);
+        assert_eq!(
+            irb[0].scsw.function_control,
+            FunctionControl::START | FunctionControl::HALT
+        );
+        assert_eq!(count(), 1, "the halted chain ended");
+        start(&mut sim, &ram, 0x1000);
+        assert!(poll_all(&mut sim).is_empty());
+        assert_eq!(sim.clear(), HostCc::Accepted);
+        run_to_end(&mut sim);
+        assert_eq!(count(), 2, "the cleared chain ended");
     }
 }

@@ -4,7 +4,8 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::track::{SLOT_SIZE, TRACK_CAPACITY, Track, crc32};
+use super::track::{SLOT_SIZE, TRACK_CAPACITY, TRACK_HEADER_LEN, Track, crc32};
+use super::view::TrackView;
 use super::{CkdError, DEVICE_TYPE, Geometry, HEADS};
 
 /// First bytes of every image.
@@ -109,6 +110,9 @@ impl CkdImage {
             .create_new(true)
             .open(&path)
             .map_err(io_err(format!("create {shown}")))?;
+        if !crate::sys::try_lock_exclusive(&file).map_err(io_err(format!("lock {shown}")))? {
+            return Err(CkdError::InUse(shown));
+        }
         let mut page = vec![0; 4096];
         page[..HEADER_SIZE].copy_from_slice(&encode_header(&geometry));
         file.write_all_at(&page, 0)
@@ -142,6 +146,13 @@ impl CkdImage {
             .write(writable)
             .open(path)
             .map_err(io_err(format!("open {shown}")))?;
+        // One writer at a time: two processes serving or changing one
+        // image would overwrite each other's tracks.
+        if writable
+            && !crate::sys::try_lock_exclusive(&file).map_err(io_err(format!("lock {shown}")))?
+        {
+            return Err(CkdError::InUse(shown));
+        }
         let actual = file
             .metadata()
             .map_err(io_err(format!("stat {shown}")))?
@@ -176,6 +187,11 @@ impl CkdImage {
         self.geometry
     }
 
+    /// Whether the image was opened for writing.
+    pub fn is_writable(&self) -> bool {
+        self.writable
+    }
+
     /// The image file's path.
     pub fn path(&self) -> &Path {
         &self.path
@@ -204,6 +220,69 @@ impl CkdImage {
                 self.path.display()
             )))?;
         Track::decode_slot(&slot, cyl, head).map_err(|source| CkdError::Track { cyl, head, source })
+    }
+
+    /// Reads the slot of (`cyl`, `head`) into `buffer` (reused: the device
+    /// reads track after track without allocating) and indexes its records
+    /// in place. Only the header and the records are read; the rest of the slot is taken as the zeros the writer stored
+    /// there (the checksum covers it as such), which spares copying the
+    /// unused end of every track. `expected` is the number of bytes the
+    /// caller expects the header and records to take (the last track's):
+    /// one read when it is right, a second one for the rest when it is
+    /// short.
+    pub fn read_view(
+        &self,
+        cyl: u16,
+        head: u16,
+        mut buffer: Vec<u8>,
+        expected: usize,
+    ) -> Result<TrackView, CkdError> {
+        let offset = self.slot_offset(cyl, head)?;
+        let read = |buf: &mut [u8], at: usize| {
+            self.file
+                .read_exact_at(buf, offset + u64::try_from(at).unwrap_or(u64::MAX))
+                .map_err(io_err(format!(
+                    "read track {cyl}/{head} of {}",
+                    self.path.display()
+                )))
+        };
+        buffer.resize(SLOT_SIZE, 0);
+        let first = expected.clamp(TRACK_HEADER_LEN, SLOT_SIZE);
+        read(&mut buffer[..first], 0)?;
+        let used = u32::from_le_bytes([buffer[8], buffer[9], buffer[10], buffer[11]]);
+        let need = if buffer[..TRACK_HEADER_LEN].iter().all(|&b| b == 0) {
+            // Unformatted (all zero) or damaged: check the whole slot.
+            SLOT_SIZE
+        } else {
+            usize::try_from(used)
+                .ok()
+                .and_then(|u| u.checked_add(TRACK_HEADER_LEN))
+                .map_or(SLOT_SIZE, |n| n.min(SLOT_SIZE))
+        };
+        if need > first {
+            read(&mut buffer[first..need], first)?;
+        }
+        buffer[need..].fill(0);
+        TrackView::parse(buffer, cyl, head).map_err(|source| CkdError::Track { cyl, head, source })
+    }
+
+    /// Writes a (sealed) slot in one positioned write, without flushing.
+    pub fn write_view_deferred(
+        &self,
+        cyl: u16,
+        head: u16,
+        view: &TrackView,
+    ) -> Result<(), CkdError> {
+        if !self.writable {
+            return Err(CkdError::ReadOnly);
+        }
+        let offset = self.slot_offset(cyl, head)?;
+        self.file
+            .write_all_at(view.slot(), offset)
+            .map_err(io_err(format!(
+                "write track {cyl}/{head} of {}",
+                self.path.display()
+            )))
     }
 
     /// Writes the track at (`cyl`, `head`) durably: the whole slot in one
@@ -441,5 +520,64 @@ pub(crate) mod tests {
             }
         ));
         assert!(!err.is_data_check());
+    }
+
+    #[test]
+    fn read_view_reads_the_records_whatever_it_expects() {
+        let p_tmp = TempImage::new("view");
+        let img = CkdImage::create(&p_tmp.path, small()).unwrap();
+        let blocks: Vec<u8> = (0..12 * 4096)
+            .map(|i| u8::try_from(i % 253).unwrap())
+            .collect();
+        let track = crate::host::sim::ckd::cdl::data_track(0, 3, &blocks);
+        img.write_track(0, 3, &track).unwrap();
+        for expected in [0, 4096, 20_000, 49_280, SLOT_SIZE, usize::MAX] {
+            let view = img.read_view(0, 3, vec![0xEE; 100], expected).unwrap();
+            assert_eq!(view.to_track(), track, "expected {expected}");
+            assert_eq!(view.used_len(), 16 + 16 + 12 * 4104);
+            assert!(view.slot()[view.used_len()..].iter().all(|&b| b == 0));
+        }
+        // Unformatted tracks read as such.
+        let view = img.read_view(0, 4, Vec::new(), 4096).unwrap();
+        assert!(view.records().is_empty());
+    }
+
+    #[test]
+    fn read_view_detects_damaged_records_and_ignores_the_unused_end() {
+        let p_tmp = TempImage::new("view-damage");
+        let p = p_tmp.path.clone();
+        let img = CkdImage::create(&p, small()).unwrap();
+        let track = crate::host::sim::ckd::cdl::data_track(0, 5, &[7; 4096]);
+        img.write_track(0, 5, &track).unwrap();
+        let slot = DATA_OFFSET + 5 * 57_344;
+        // Bytes past the records are not part of the track.
+        patch(&p, slot + 57_000, &[0xAB]);
+        assert_eq!(
+            img.read_view(0, 5, Vec::new(), 4096).unwrap().to_track(),
+            track
+        );
+        // A torn record is a data check.
+        patch(&p, slot + 100, &[0xAB]);
+        let err = img.read_view(0, 5, Vec::new(), 60_000).unwrap_err();
+        assert!(err.is_data_check(), "{err}");
+    }
+
+    #[test]
+    fn one_writer_at_a_time() {
+        let p_tmp = TempImage::new("lock");
+        let first = CkdImage::create(&p_tmp.path, small()).unwrap();
+        assert!(matches!(
+            CkdImage::open(&p_tmp.path),
+            Err(CkdError::InUse(_))
+        ));
+        CkdImage::open_read_only(&p_tmp.path).unwrap();
+        drop(first);
+        let second = CkdImage::open(&p_tmp.path).unwrap();
+        assert!(matches!(
+            CkdImage::open(&p_tmp.path),
+            Err(CkdError::InUse(_))
+        ));
+        drop(second);
+        CkdImage::open(&p_tmp.path).unwrap();
     }
 }

@@ -3,16 +3,22 @@
 //! [`CkdImage`] is a file of fixed-size track slots, each holding a whole
 //! track's count-key-data records behind a checksummed header; [`cdl`]
 //! formats an image in the compatible disk layout Linux expects and maps
-//! the 4 KiB blocks of its partition.
+//! the 4 KiB blocks of its partition; [`dasd`] is the 3390 device model
+//! the simulated subchannel runs channel programs against, with its
+//! self-description in [`identity`].
 
 pub mod cdl;
+pub mod dasd;
+pub mod identity;
 mod image;
 pub mod track;
+pub mod view;
 
 use thiserror::Error;
 
 pub use self::image::{CkdImage, DATA_OFFSET, HEADER_SIZE, MAGIC, VERSION};
 pub use self::track::{Record, Track, TrackError};
+pub use self::view::{RecordSpan, TrackView};
 
 /// Device type of the emulated DASD.
 pub const DEVICE_TYPE: u16 = 0x3390;
@@ -182,6 +188,9 @@ pub enum CkdError {
     /// The image was opened read-only.
     #[error("image is read-only")]
     ReadOnly,
+    /// Another process (or open) has the image open for writing.
+    #[error("{0} is in use by another process (one writer at a time)")]
+    InUse(String),
     /// A volume serial that is not 1–6 characters of A–Z, 0–9, @, # or $.
     #[error("invalid volume serial {0:?} (1-6 characters A-Z, 0-9, @, #, $)")]
     InvalidVolser(String),

@@ -194,100 +194,33 @@ impl Track {
         Ok(slot)
     }
 
-    /// Parses a slot read from track (`cyl`, `head`).
+    /// Parses a slot read from track (`cyl`, `head`): size, checksum, home
+    /// address and record layout are checked.
     pub(crate) fn decode_slot(slot: &[u8], cyl: u16, head: u16) -> Result<Self, TrackError> {
-        if slot.len() != SLOT_SIZE {
-            return Err(TrackError::Malformed("slot has the wrong size"));
-        }
-        if slot.iter().all(|&b| b == 0) {
-            return Ok(Self::unformatted());
-        }
-        if le_u32(&slot[0..4]) != crc32(&slot[4..]) {
-            return Err(TrackError::Checksum);
-        }
-        let found_cyl = u16::from_le_bytes([slot[4], slot[5]]);
-        let found_head = u16::from_le_bytes([slot[6], slot[7]]);
-        if (found_cyl, found_head) != (cyl, head) {
-            return Err(TrackError::WrongHomeAddress {
-                cyl: found_cyl,
-                head: found_head,
-            });
-        }
-        let used = usize::try_from(le_u32(&slot[8..12]))
-            .map_err(|_| TrackError::Malformed("used length out of range"))?;
-        let count = le_u32(&slot[12..16]);
-        if used > MAX_TRACK_BYTES {
-            return Err(TrackError::Malformed("used length exceeds the slot"));
-        }
-        let body = &slot[TRACK_HEADER_LEN..TRACK_HEADER_LEN + used];
-        let mut records = Vec::new();
-        let mut pos = 0;
-        while pos < body.len() {
-            let c = body
-                .get(pos..pos + COUNT_LEN)
-                .ok_or(TrackError::Malformed("count field crosses the used length"))?;
-            let kl = usize::from(c[5]);
-            let dl = usize::from(u16::from_be_bytes([c[6], c[7]]));
-            let key_at = pos + COUNT_LEN;
-            let data_at = key_at + kl;
-            let end = data_at + dl;
-            if end > body.len() {
-                return Err(TrackError::Malformed("record crosses the used length"));
-            }
-            records.push(Record::new(
-                u16::from_be_bytes([c[0], c[1]]),
-                u16::from_be_bytes([c[2], c[3]]),
-                c[4],
-                body[key_at..data_at].to_vec(),
-                body[data_at..end].to_vec(),
-            ));
-            pos = end;
-        }
-        if u32::try_from(records.len()).ok() != Some(count) {
-            return Err(TrackError::Malformed("record count does not match"));
-        }
+        let records = super::view::locate(slot, cyl, head)?
+            .into_iter()
+            .map(|span| {
+                let c = span.count;
+                Record::new(
+                    u16::from_be_bytes([c[0], c[1]]),
+                    u16::from_be_bytes([c[2], c[3]]),
+                    c[4],
+                    slot[span.key].to_vec(),
+                    slot[span.data].to_vec(),
+                )
+            })
+            .collect();
         let track = Self { records };
-        if !track.is_formatted() {
-            return Err(TrackError::Malformed("formatted slot without records"));
-        }
         track.validate()?;
         Ok(track)
     }
 }
 
-fn le_u32(b: &[u8]) -> u32 {
-    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
-}
-
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    let mut n: u32 = 0;
-    while i < 256 {
-        let mut c = n;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                0xEDB8_8320 ^ (c >> 1)
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        table[i] = c;
-        i += 1;
-        n += 1;
-    }
-    table
-};
-
-/// CRC-32 (IEEE 802.3, as zlib computes it).
+/// CRC-32 (IEEE 802.3, as zlib computes it). crc32fast uses the CPU's
+/// carry-less multiply where there is one: every track read checks a whole
+/// slot, so this runs at memory speed on the read path.
 pub(crate) fn crc32(bytes: &[u8]) -> u32 {
-    let mut c = !0u32;
-    for &b in bytes {
-        c = CRC_TABLE[usize::from((c.to_le_bytes()[0]) ^ b)] ^ (c >> 8);
-    }
-    !c
+    crc32fast::hash(bytes)
 }
 
 #[cfg(test)]
