@@ -88,6 +88,8 @@ pub struct SimSubchannel {
     reports: Vec<HostEvent>,
     /// Scratch buffer for one command's data.
     buffer: Vec<u8>,
+    /// Data bytes moved to or from guest memory, for the counters.
+    bytes_moved: u64,
 }
 
 impl std::fmt::Debug for SimSubchannel {
@@ -133,6 +135,7 @@ impl SimSubchannel {
             present: true,
             reports: Vec::new(),
             buffer: Vec::new(),
+            bytes_moved: 0,
         })
     }
 
@@ -273,6 +276,7 @@ impl SimSubchannel {
                 index,
                 self.device.as_mut(),
                 &mut self.buffer,
+                &mut self.bytes_moved,
             );
             // Opt-in CCW trace (RUST_LOG=ccw_trace=trace): one level check
             // per CCW when off.
@@ -440,6 +444,7 @@ fn execute_step(
     first: usize,
     device: &mut dyn DeviceModel,
     buffer: &mut Vec<u8>,
+    bytes_moved: &mut u64,
 ) -> Step {
     let entry = &program.ccws[first];
     let (cmd, direction) = match &entry.kind {
@@ -524,6 +529,9 @@ fn execute_step(
             at += usize::from(part.count);
         }
     }
+    // Counted once the data reached its destination (the device, or guest
+    // memory above).
+    *bytes_moved = bytes_moved.saturating_add(u64::try_from(transferred).unwrap_or(u64::MAX));
 
     // The CCW in which the transfer ended, and its residual count.
     let mut ended = parts.len() - 1;
@@ -745,6 +753,10 @@ impl HostSubchannel for SimSubchannel {
             return Ok(false);
         }
         super::wait_readable(self.timer.as_raw_fd(), timeout)
+    }
+
+    fn bytes_moved(&self) -> u64 {
+        self.bytes_moved
     }
 
     fn poll(&mut self, events: &mut Vec<HostEvent>) -> Result<(), HostError> {
