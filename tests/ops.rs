@@ -561,3 +561,45 @@ fn libvirt_example_validates_and_matches_the_units() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// Without root the namespace sandbox takes a user namespace too: run as
+/// nobody (from root through setpriv), it still serves.
+#[test]
+fn namespace_sandbox_works_unprivileged() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    // nobody must be able to create its socket here.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = dir.path().join("ccw.sock");
+    // Who we are: the effective uid on /proc/self/status's Uid line.
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    let mut command = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(binary("vhost-user-ccw"));
+        c
+    } else {
+        Command::new(binary("vhost-user-ccw"))
+    };
+    let mut child = command
+        .arg("--socket-path")
+        .arg(&socket)
+        .args(["--device", BUFFER_DEVICE, "--sandbox", "namespace"])
+        .spawn()
+        .unwrap();
+    wait_for_path(&socket);
+    let mut conn = Connection::connect(&socket, &Default::default()).unwrap();
+    let irb = run_one_ccw(&mut conn, 1, 0x03, 0);
+    assert!(irb.scsw.status_control.contains(StatusControl::PRIMARY));
+    let served_by = children(child.id());
+    assert_eq!(served_by.len(), 1);
+    let ours = std::fs::read_link("/proc/self/ns/user").unwrap();
+    let theirs = std::fs::read_link(format!("/proc/{}/ns/user", served_by[0])).unwrap();
+    assert_ne!(ours, theirs, "a user namespace of its own");
+    drop(conn);
+    let _ = child.kill();
+    let _ = child.wait();
+}

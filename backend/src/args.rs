@@ -11,7 +11,7 @@ use crate::sandbox::{SandboxMode, SeccompMode};
 
 /// vhost-user backend that mediates an s390 I/O subchannel for one guest.
 #[derive(Debug, Parser)]
-#[command(name = "vhost-user-ccw", version, about, long_about = None)]
+#[command(name = "vhost-user-ccw", version, about, long_about = None, args_override_self = true)]
 pub struct Args {
     /// Listen for the frontend on this UNIX socket path (created, replacing
     /// a stale socket). Repeat it, each with its own `--device`, to serve
@@ -41,7 +41,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Log level (error, warn, info, debug, trace) when RUST_LOG is not set.
+    /// Log filter when RUST_LOG is not set: a level (error, warn, info,
+    /// debug, trace) or a filter such as `info,ccw_trace=trace`.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
 
