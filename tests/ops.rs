@@ -209,10 +209,40 @@ fn seccomp_log_lets_the_call_through_and_service_goes_on() {
     assert!(irb.scsw.status_control.contains(StatusControl::PRIMARY));
     assert!(matches!(child.try_wait(), Ok(None)));
     drop(conn);
+    let pid = child.id();
     let _ = child.kill();
     let _ = child.wait();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("forbidden system call returned"), "{text}");
+    // The kernel's record of it (SECCOMP_RET_LOG), where the kernel log is
+    // readable here (it is for root).
+    let record = format!(" pid={pid} ");
+    let syscall = format!(" syscall={} ", libc::SYS_personality);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let Ok(out) = Command::new("dmesg").output() else {
+            eprintln!("dmesg unavailable: the kernel's log record is not checked");
+            break;
+        };
+        if !out.status.success() {
+            eprintln!("dmesg not readable: the kernel's log record is not checked");
+            break;
+        }
+        let kernel = String::from_utf8_lossy(&out.stdout);
+        if kernel.lines().any(|l| {
+            l.contains("type=1326")
+                && l.contains(&record)
+                && l.contains(&syscall)
+                && l.contains("code=0x7ffc0000")
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no seccomp log record for pid {pid}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn seccomp_field(pid: u32) -> String {
