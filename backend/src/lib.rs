@@ -33,6 +33,7 @@ use crate::config::{Config, DeviceSpec, Listen, Operations};
 use crate::control::Watched;
 use crate::host::sim::SimSubchannel;
 use crate::host::sim::device::BufferDevice;
+use crate::host::vfio::{VfioSubchannel, VfioTarget};
 use crate::host::{HostError, HostSubchannel};
 use crate::session::{HOST_EVENT, Session, SharedSubchannel, lock};
 use crate::stats::SubchannelStats;
@@ -84,7 +85,13 @@ pub fn build_host(device: &DeviceSpec) -> Result<Box<dyn HostSubchannel>, Error>
             config.clone(),
             Box::new(BufferDevice::new(*size)),
         )?)),
-        DeviceSpec::Vfio(target) => Err(ConfigError::VfioUnavailable(target.clone()).into()),
+        DeviceSpec::Vfio(target) => {
+            let target = VfioTarget::parse(target).map_err(|e| ConfigError::Device {
+                spec: format!("vfio:{target}"),
+                reason: e.to_string(),
+            })?;
+            Ok(Box::new(VfioSubchannel::new(target)?))
+        }
     }
 }
 

@@ -118,6 +118,9 @@ fn target_arch() -> Option<TargetArch> {
     }
 }
 
+/// The ioctl type byte of every VFIO request (`_IO(';', …)`).
+const VFIO_IOCTL_TYPE: u8 = b';';
+
 /// Compile the allow-list into a BPF program for `mode`.
 pub fn build_filter(mode: SeccompMode) -> Result<BpfProgram, SandboxError> {
     let mismatch = match mode {
@@ -143,6 +146,19 @@ pub fn build_filter(mode: SeccompMode) -> Result<BpfProgram, SandboxError> {
     rules.insert(
         libc::SYS_prctl,
         vec![SeccompRule::new(vec![set_name]).map_err(seccomp)?],
+    );
+    // ioctl only for VFIO (the vfio host opens the device, routes its
+    // interrupts and maps guest RAM at session time): request type ';'.
+    let vfio_ioctl = SeccompCondition::new(
+        1,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(0xff00),
+        u64::from(VFIO_IOCTL_TYPE) << 8,
+    )
+    .map_err(seccomp)?;
+    rules.insert(
+        libc::SYS_ioctl,
+        vec![SeccompRule::new(vec![vfio_ioctl]).map_err(seccomp)?],
     );
     let filter =
         SeccompFilter::new(rules, mismatch, SeccompAction::Allow, arch).map_err(seccomp)?;

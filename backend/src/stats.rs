@@ -2,7 +2,8 @@
 //! socket's `stats` command, see `docs/operations.md`).
 //!
 //! The counters are atomics so that reading them never takes the
-//! subchannel's lock: a stats request cannot stall I/O. Each value is
+//! subchannel's lock: a stats request cannot stall I/O (only the host's
+//! `bytes_moved` is read under it). Each value is
 //! monotonic from process start; a reader computes rates from differences.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -104,8 +105,9 @@ impl SubchannelStats {
         }
     }
 
-    /// The counters as JSON, with the data bytes the host moved.
-    pub fn snapshot(&self, bytes_moved: u64) -> Value {
+    /// The counters as JSON, with the data bytes the host moved (`null`
+    /// when the host cannot observe them).
+    pub fn snapshot(&self, bytes_moved: Option<u64>) -> Value {
         json!({
             "sessions": get(&self.sessions),
             "requests": {
@@ -177,7 +179,7 @@ mod tests {
             SubchannelStatus::empty(),
         ));
         stats.delivered(&Event::DeviceGone);
-        let s = stats.snapshot(42);
+        let s = stats.snapshot(Some(42));
         assert_eq!(s["requests"]["start"], 2);
         assert_eq!(s["requests"]["halt"], 1);
         assert_eq!(s["requests"]["clear"], 0);
@@ -189,5 +191,6 @@ mod tests {
         assert_eq!(s["errors"]["bad_request"], 1);
         assert_eq!(s["errors"]["check_status"], 1);
         assert_eq!(s["bytes_moved"], 42);
+        assert!(stats.snapshot(None)["bytes_moved"].is_null());
     }
 }

@@ -7,6 +7,7 @@
 //! (a later addition) drives a Linux vfio-ccw device.
 
 pub mod sim;
+pub mod vfio;
 pub mod vfio_layout;
 
 use std::os::fd::RawFd;
@@ -126,8 +127,9 @@ pub trait HostSubchannel: Send {
     /// state machine's reference can never free memory the channel uses.
     fn poll(&mut self, events: &mut Vec<HostEvent>) -> Result<(), HostError>;
     /// Data bytes moved between the device and guest memory since the host
-    /// was created (the operator's `bytes_moved` counter).
-    fn bytes_moved(&self) -> u64;
+    /// was created (the operator's `bytes_moved` counter), or `None` when
+    /// the host cannot observe them.
+    fn bytes_moved(&self) -> Option<u64>;
     /// Block until [`poll`](Self::poll) may have something, at most
     /// `timeout`. Returns whether it woke before the timeout.
     fn wait(&mut self, timeout: Duration) -> Result<bool, HostError> {
@@ -186,7 +188,7 @@ impl HostSubchannel for Box<dyn HostSubchannel> {
     fn poll(&mut self, events: &mut Vec<HostEvent>) -> Result<(), HostError> {
         (**self).poll(events)
     }
-    fn bytes_moved(&self) -> u64 {
+    fn bytes_moved(&self) -> Option<u64> {
         (**self).bytes_moved()
     }
     fn wait(&mut self, timeout: Duration) -> Result<bool, HostError> {

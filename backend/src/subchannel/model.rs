@@ -312,8 +312,8 @@ impl HostSubchannel for ModelHost {
         Ok(())
     }
     /// The model runs no channel programs, so it moves no data.
-    fn bytes_moved(&self) -> u64 {
-        0
+    fn bytes_moved(&self) -> Option<u64> {
+        Some(0)
     }
 
     fn wait(&mut self, _timeout: Duration) -> Result<bool, HostError> {

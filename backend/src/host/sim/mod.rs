@@ -755,8 +755,8 @@ impl HostSubchannel for SimSubchannel {
         super::wait_readable(self.timer.as_raw_fd(), timeout)
     }
 
-    fn bytes_moved(&self) -> u64 {
-        self.bytes_moved
+    fn bytes_moved(&self) -> Option<u64> {
+        Some(self.bytes_moved)
     }
 
     fn poll(&mut self, events: &mut Vec<HostEvent>) -> Result<(), HostError> {
