@@ -633,3 +633,47 @@ fn namespace_sandbox_works_unprivileged() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// One instance file, two subchannels: each socket serves its own device,
+/// and the counters list both.
+#[test]
+fn a_config_file_with_two_subchannels_serves_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+    let ctl = dir.path().join("control.sock");
+    let conf = dir.path().join("two.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "socket-path = {}\ndevice = {BUFFER_DEVICE},devno=0x0100\nsocket-path = {}\ndevice = {BUFFER_DEVICE},devno=0x0200\ncontrol-socket = {}\n",
+            a.display(),
+            b.display(),
+            ctl.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(binary("vhost-user-ccw"))
+        .arg("--config")
+        .arg(&conf)
+        .spawn()
+        .unwrap();
+    for path in [&a, &b, &ctl] {
+        wait_for_path(path);
+    }
+    let mut conn_a = Connection::connect(&a, &Default::default()).unwrap();
+    let mut conn_b = Connection::connect(&b, &Default::default()).unwrap();
+    assert_eq!(conn_a.config().devno, 0x0100);
+    assert_eq!(conn_b.config().devno, 0x0200);
+    run_one_ccw(&mut conn_b, 1, 0x03, 0);
+    run_one_ccw(&mut conn_b, 2, 0x03, 0);
+    run_one_ccw(&mut conn_a, 1, 0x03, 0);
+    let stats = control(&ctl, "stats");
+    let subs = stats["subchannels"].as_array().unwrap();
+    assert_eq!(subs.len(), 2);
+    assert_eq!(subs[0]["devno"], "0x0100");
+    assert_eq!(subs[0]["requests"]["start"], 1);
+    assert_eq!(subs[1]["devno"], "0x0200");
+    assert_eq!(subs[1]["requests"]["start"], 2);
+    let _ = child.kill();
+    let _ = child.wait();
+}
