@@ -10,15 +10,10 @@
 //! 3. installs the seccomp allow-list (`--seccomp`), built with seccompiler,
 //!    for every thread the backend starts afterwards.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use clap::ValueEnum;
 use log::{info, warn};
-use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
-};
 use thiserror::Error;
 
 use crate::sys;
@@ -64,9 +59,14 @@ pub enum SandboxError {
     NoNewPrivs(std::io::Error),
     /// The filter cannot be built for this architecture.
     #[error(
-        "--seccomp {0:?}: seccompiler cannot build filters for this architecture yet; use --seccomp none"
+        "--seccomp {mode:?}: seccompiler cannot build filters for this architecture yet (the allow-list of {listed} calls is ready); use --seccomp none"
     )]
-    UnsupportedArch(SeccompMode),
+    UnsupportedArch {
+        /// The mode asked for.
+        mode: SeccompMode,
+        /// Size of this architecture's allow-list.
+        listed: usize,
+    },
     /// seccompiler refused the filter or the kernel refused to install it.
     #[error("seccomp: {0}")]
     Seccomp(String),
@@ -90,79 +90,125 @@ pub fn lock_down(confinement: Confinement) -> Result<(), SandboxError> {
         enter_namespaces()?;
     }
     sys::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
-    let mode = match (confinement.seccomp, target_arch()) {
+    let mode = match (confinement.seccomp, filter::SUPPORTED) {
         (Some(mode), _) => mode,
-        (None, Some(_)) => SeccompMode::Kill,
-        (None, None) => {
+        (None, true) => SeccompMode::Kill,
+        (None, false) => {
             warn!("no seccomp filter: seccompiler cannot build filters for this architecture yet");
             SeccompMode::None
         }
     };
     if mode != SeccompMode::None {
-        let filter = build_filter(mode)?;
-        seccompiler::apply_filter(&filter).map_err(|e| SandboxError::Seccomp(e.to_string()))?;
+        filter::install(mode)?;
         info!("seccomp filter installed ({mode:?} on other system calls)");
     }
     Ok(())
 }
 
-/// The filter compiler's name for the architecture we run on.
-fn target_arch() -> Option<TargetArch> {
-    if cfg!(target_arch = "x86_64") {
-        Some(TargetArch::x86_64)
-    } else {
-        // s390x: seccompiler 0.5 has no s390x target (no audit arch value,
-        // no big-endian argument loads); the allow-list below is ready for
-        // it. Other architectures have no list.
-        None
+/// The filter, built with seccompiler, where seccompiler has the target.
+#[cfg(target_arch = "x86_64")]
+mod filter {
+    use std::collections::BTreeMap;
+
+    use seccompiler::{
+        BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+        SeccompFilter, SeccompRule, TargetArch,
+    };
+
+    use super::{SandboxError, SeccompMode, allowed_syscalls};
+
+    /// Filters can be built here.
+    pub const SUPPORTED: bool = true;
+
+    /// The ioctl type byte of every VFIO request (`_IO(';', …)`).
+    const VFIO_IOCTL_TYPE: u8 = b';';
+
+    fn seccomp(e: BackendError) -> SandboxError {
+        SandboxError::Seccomp(e.to_string())
+    }
+
+    /// Compile the allow-list into a BPF program for `mode`.
+    pub fn build(mode: SeccompMode) -> Result<BpfProgram, SandboxError> {
+        let mismatch = match mode {
+            SeccompMode::Kill => SeccompAction::KillProcess,
+            SeccompMode::Log => SeccompAction::Log,
+            SeccompMode::Trap => SeccompAction::Trap,
+            SeccompMode::None => return Ok(BpfProgram::new()),
+        };
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = allowed_syscalls()
+            .iter()
+            .map(|&nr| (nr, Vec::new()))
+            .collect();
+        // prctl only to name threads (std does it for every named thread).
+        let set_name = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            u64::from(libc::PR_SET_NAME.unsigned_abs()),
+        )
+        .map_err(seccomp)?;
+        rules.insert(
+            libc::SYS_prctl,
+            vec![SeccompRule::new(vec![set_name]).map_err(seccomp)?],
+        );
+        // ioctl only for VFIO (the vfio host opens the device, routes its
+        // interrupts and maps guest RAM at session time): request type ';'.
+        let vfio_ioctl = SeccompCondition::new(
+            1,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::MaskedEq(0xff00),
+            u64::from(VFIO_IOCTL_TYPE) << 8,
+        )
+        .map_err(seccomp)?;
+        rules.insert(
+            libc::SYS_ioctl,
+            vec![SeccompRule::new(vec![vfio_ioctl]).map_err(seccomp)?],
+        );
+        let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
+            .map_err(seccomp)?;
+        BpfProgram::try_from(filter).map_err(seccomp)
+    }
+
+    /// Build and install the filter for this thread and the threads it
+    /// starts afterwards.
+    pub fn install(mode: SeccompMode) -> Result<(), SandboxError> {
+        let program = build(mode)?;
+        seccompiler::apply_filter(&program).map_err(|e| SandboxError::Seccomp(e.to_string()))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn filters_compile_for_every_mode() {
+            for mode in [SeccompMode::Kill, SeccompMode::Log, SeccompMode::Trap] {
+                let program = build(mode).unwrap();
+                // One check per allowed call at least, plus the arch check.
+                assert!(program.len() > allowed_syscalls().len(), "{mode:?}");
+            }
+            assert!(build(SeccompMode::None).unwrap().is_empty());
+        }
     }
 }
 
-/// The ioctl type byte of every VFIO request (`_IO(';', …)`).
-const VFIO_IOCTL_TYPE: u8 = b';';
+/// seccompiler 0.5 has no s390x target (no s390x audit architecture, no
+/// big-endian argument loads; the crate is empty on big-endian targets):
+/// the allow-list below is ready for it, the filter is not.
+#[cfg(not(target_arch = "x86_64"))]
+mod filter {
+    use super::{SandboxError, SeccompMode, allowed_syscalls};
 
-/// Compile the allow-list into a BPF program for `mode`.
-pub fn build_filter(mode: SeccompMode) -> Result<BpfProgram, SandboxError> {
-    let mismatch = match mode {
-        SeccompMode::Kill => SeccompAction::KillProcess,
-        SeccompMode::Log => SeccompAction::Log,
-        SeccompMode::Trap => SeccompAction::Trap,
-        SeccompMode::None => return Ok(BpfProgram::new()),
-    };
-    let arch = target_arch().ok_or(SandboxError::UnsupportedArch(mode))?;
-    let seccomp = |e: seccompiler::BackendError| SandboxError::Seccomp(e.to_string());
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = allowed_syscalls()
-        .iter()
-        .map(|&nr| (nr, Vec::new()))
-        .collect();
-    // prctl only to name threads (std does it for every named thread).
-    let set_name = SeccompCondition::new(
-        0,
-        SeccompCmpArgLen::Dword,
-        SeccompCmpOp::Eq,
-        u64::from(libc::PR_SET_NAME.unsigned_abs()),
-    )
-    .map_err(seccomp)?;
-    rules.insert(
-        libc::SYS_prctl,
-        vec![SeccompRule::new(vec![set_name]).map_err(seccomp)?],
-    );
-    // ioctl only for VFIO (the vfio host opens the device, routes its
-    // interrupts and maps guest RAM at session time): request type ';'.
-    let vfio_ioctl = SeccompCondition::new(
-        1,
-        SeccompCmpArgLen::Dword,
-        SeccompCmpOp::MaskedEq(0xff00),
-        u64::from(VFIO_IOCTL_TYPE) << 8,
-    )
-    .map_err(seccomp)?;
-    rules.insert(
-        libc::SYS_ioctl,
-        vec![SeccompRule::new(vec![vfio_ioctl]).map_err(seccomp)?],
-    );
-    let filter =
-        SeccompFilter::new(rules, mismatch, SeccompAction::Allow, arch).map_err(seccomp)?;
-    BpfProgram::try_from(filter).map_err(seccomp)
+    /// Filters cannot be built here.
+    pub const SUPPORTED: bool = false;
+
+    /// Refuse: an explicit `--seccomp` mode cannot be honoured.
+    pub fn install(mode: SeccompMode) -> Result<(), SandboxError> {
+        Err(SandboxError::UnsupportedArch {
+            mode,
+            listed: allowed_syscalls().len(),
+        })
+    }
 }
 
 /// The system calls the backend makes after setup (besides prctl to name
@@ -311,22 +357,6 @@ fn enter_namespaces() -> Result<(), SandboxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filters_compile_for_every_mode_on_supported_architectures() {
-        if target_arch().is_none() {
-            assert!(matches!(
-                build_filter(SeccompMode::Kill),
-                Err(SandboxError::UnsupportedArch(SeccompMode::Kill))
-            ));
-            return;
-        }
-        for mode in [SeccompMode::Kill, SeccompMode::Log, SeccompMode::Trap] {
-            let program = build_filter(mode).unwrap();
-            assert!(program.len() > allowed_syscalls().len(), "{mode:?}");
-        }
-        assert!(build_filter(SeccompMode::None).unwrap().is_empty());
-    }
 
     #[test]
     fn the_allow_list_has_no_duplicates_and_not_the_probe() {
