@@ -140,12 +140,6 @@ impl Backend {
         Connection::connect(&self.socket, options).expect("connect to the backend")
     }
 
-    /// The directory the socket is in (a private temporary one unless the
-    /// backend was started at a given path).
-    pub fn dir(&self) -> &Path {
-        self.socket.parent().expect("the socket is in a directory")
-    }
-
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -677,3 +677,25 @@ fn a_config_file_with_two_subchannels_serves_both() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Where namespaces are not permitted the namespace sandbox stops setup
+/// with a clear error: here a user namespace whose mount-namespace limit
+/// is 0 (unshare(1) makes it, as root inside it).
+#[test]
+fn namespace_sandbox_not_permitted_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = "echo 0 > /proc/sys/user/max_mnt_namespaces && exec \"$0\" --socket-path \"$1\" --sandbox namespace";
+    let out = Command::new("unshare")
+        .args(["--user", "--map-root-user", "sh", "-c", script])
+        .arg(binary("vhost-user-ccw"))
+        .arg(dir.path().join("ccw.sock"))
+        .output()
+        .expect("unshare (package util-linux)");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("vhost-user-ccw: --sandbox namespace: unshare failed")
+            && stderr.contains("use --sandbox none"),
+        "{stderr}"
+    );
+}
