@@ -133,6 +133,10 @@ fn counters_after_a_known_channel_program_match() {
     assert_eq!(sub["errors"]["check_status"], 1);
     assert_eq!(sub["bytes_moved"], 68);
 
+    assert_eq!(
+        control(&ctl, "help")["commands"],
+        serde_json::json!(["stats", "help"])
+    );
     let error = control(&ctl, "frobnicate");
     assert!(
         error["error"].as_str().unwrap().contains("frobnicate"),
