@@ -7,12 +7,15 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v systemd-socket-activate >/dev/null 2>&1 || need_apt+=(systemd)
+# The operations tests validate the libvirt example with libvirt's schema.
+command -v virt-xml-validate >/dev/null 2>&1 || need_apt+=(libvirt-clients)
+command -v xmllint >/dev/null 2>&1 || need_apt+=(libxml2-utils)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -59,7 +59,16 @@ impl Backend {
     pub fn start_on_cpu(device: &str, log: &str, cpu: Option<usize>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("ccw.sock");
-        let mut backend = Self::spawn(&socket, device, log, cpu);
+        let mut backend = Self::spawn(&socket, device, log, cpu, &[]);
+        backend._dir = Some(dir);
+        backend
+    }
+
+    /// Start the backend with extra command-line options.
+    pub fn start_with_args(device: &str, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("ccw.sock");
+        let mut backend = Self::spawn(&socket, device, "debug", None, extra);
         backend._dir = Some(dir);
         backend
     }
@@ -68,10 +77,10 @@ impl Backend {
     pub fn start_at(socket: &Path, device: &str) -> Self {
         // A stale socket file would look like a listening backend.
         let _ = std::fs::remove_file(socket);
-        Self::spawn(socket, device, "debug", None)
+        Self::spawn(socket, device, "debug", None, &[])
     }
 
-    fn spawn(socket: &Path, device: &str, log: &str, cpu: Option<usize>) -> Self {
+    fn spawn(socket: &Path, device: &str, log: &str, cpu: Option<usize>, extra: &[&str]) -> Self {
         let mut command = match cpu {
             Some(cpu) => {
                 let mut taskset = Command::new("taskset");
@@ -88,6 +97,7 @@ impl Backend {
             .arg(socket)
             .arg("--device")
             .arg(device)
+            .args(extra)
             .env("RUST_LOG", log)
             .stdin(Stdio::null())
             .spawn()
@@ -181,4 +191,43 @@ pub fn start(tag: u64, cpa: u32) -> Request {
         ..Scsw::default()
     };
     Request::start(tag, orb(cpa), scsw)
+}
+
+/// Wait until `path` exists (a socket the backend creates), up to 10 s.
+pub fn wait_for_path(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Run a one-CCW program at 0x1000 (`cmd`, SLI, `count` bytes at 0x2000)
+/// and return its final interruption's IRB.
+pub fn run_one_ccw(
+    conn: &mut Connection,
+    tag: u64,
+    cmd: u8,
+    count: u16,
+) -> vhost_user_ccw_protocol::arch::Irb {
+    use vhost_user_ccw_protocol::arch::{Ccw, CcwFlags};
+    use vhost_user_ccw_protocol::wire::Event;
+    let ccw = Ccw {
+        cmd,
+        flags: CcwFlags::SLI,
+        count,
+        cda: 0x2000,
+    };
+    conn.write_ram(0x1000, &ccw.encode_format1().expect("format-1 CCW"))
+        .expect("write the CCW");
+    let response = conn.request(&start(tag, 0x1000)).expect("START");
+    assert_eq!(response.cc, 0, "START cc");
+    match conn.wait_event(Duration::from_secs(5)).expect("eventq") {
+        Some(Event::Interrupt { tag: got, irb }) if got == tag => irb,
+        other => panic!("expected the interruption of tag {tag}, got {other:?}"),
+    }
 }

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::image_tool::ImageCommand;
+use crate::sandbox::{SandboxMode, SeccompMode};
 
 /// vhost-user backend that mediates an s390 I/O subchannel for one guest.
 #[derive(Debug, Parser)]
-#[command(name = "vhost-user-ccw", version, about, long_about = None)]
+#[command(name = "vhost-user-ccw", version, about, long_about = None, args_override_self = true)]
 pub struct Args {
     /// Listen for the frontend on this UNIX socket path (created, replacing
     /// a stale socket). Repeat it, each with its own `--device`, to serve
@@ -37,6 +38,44 @@ pub struct Args {
     #[arg(long)]
     pub print_capabilities: bool,
 
+    /// Read settings from a per-instance file first (`key = value` lines
+    /// named like the long options, e.g. `device = sim`; see
+    /// docs/operations.md). Options on the command line come after it:
+    /// they replace the file's single settings and add to its lists.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log filter when RUST_LOG is not set: a level (error, warn, info,
+    /// debug, trace) or a filter such as `info,ccw_trace=trace`.
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Give the sockets the backend creates (--socket-path, --control-socket)
+    /// to this group (name or number) with mode 0660, so that QEMU running
+    /// in that group can connect.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
+
+    /// Answer `stats` (per-subchannel counters as JSON) on this UNIX socket.
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+
+    /// What the seccomp filter does with a system call outside the
+    /// backend's allow-list, once setup is done [default: kill; none on
+    /// architectures the filter compiler does not support yet, such as s390x].
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub seccomp: Option<SeccompMode>,
+
+    /// Confine the backend after setup: `namespace` enters new user (when
+    /// not root), mount, PID, network and IPC namespaces and an empty root
+    /// directory; it fails with a clear error where that is not permitted.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "none")]
+    pub sandbox: SandboxMode,
+
+    /// Test hook: make a system call outside the allow-list after setup.
+    #[arg(long, hide = true)]
+    pub test_forbidden_syscall: bool,
+
     /// A tool subcommand instead of running the daemon.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -51,4 +90,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: ImageCommand,
     },
+    /// Print the man page (roff), generated from this command line
+    /// definition.
+    #[command(hide = true)]
+    Man,
 }

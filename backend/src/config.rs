@@ -8,6 +8,7 @@ use thiserror::Error;
 use crate::args::Args;
 use crate::host::sim::SimConfig;
 use crate::host::sim::ckd::Geometry;
+use crate::sandbox::Confinement;
 
 /// Where the backend listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +101,35 @@ pub struct SubchannelConfig {
 pub struct Config {
     /// The subchannels to serve.
     pub subchannels: Vec<SubchannelConfig>,
+    /// Operational settings: socket ownership, control socket, sandbox.
+    pub operations: Operations,
+}
+
+/// How the backend is run, apart from what it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operations {
+    /// Group (name or number) for the sockets the backend creates.
+    pub socket_group: Option<String>,
+    /// Where to answer `stats`.
+    pub control_socket: Option<PathBuf>,
+    /// Namespace sandbox and seccomp filter.
+    pub confinement: Confinement,
+    /// Test hook: a forbidden system call after setup.
+    pub test_forbidden_syscall: bool,
+}
+
+impl Operations {
+    fn from_args(args: &Args) -> Self {
+        Self {
+            socket_group: args.socket_group.clone(),
+            control_socket: args.control_socket.clone(),
+            confinement: Confinement {
+                sandbox: args.sandbox,
+                seccomp: args.seccomp,
+            },
+            test_forbidden_syscall: args.test_forbidden_syscall,
+        }
+    }
 }
 
 impl Config {
@@ -138,7 +168,10 @@ impl Config {
                 })
             })
             .collect::<Result<_, ConfigError>>()?;
-        Ok(Self { subchannels })
+        Ok(Self {
+            subchannels,
+            operations: Operations::from_args(args),
+        })
     }
 }
 

@@ -8,10 +8,14 @@
 
 pub mod args;
 pub mod config;
+pub mod control;
 pub mod host;
 pub mod image_tool;
+pub mod instance;
 pub mod memory;
+pub mod sandbox;
 pub mod session;
+pub mod stats;
 pub mod subchannel;
 pub mod sys;
 pub mod translate;
@@ -25,7 +29,8 @@ use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 
-use crate::config::{Config, DeviceSpec, Listen, SimDevice};
+use crate::config::{Config, DeviceSpec, Listen, Operations, SimDevice};
+use crate::control::Watched;
 use crate::host::sim::SimSubchannel;
 use crate::host::sim::ckd::dasd::Dasd;
 use crate::host::sim::ckd::{CkdError, Geometry};
@@ -33,6 +38,7 @@ use crate::host::sim::device::{BufferDevice, DeviceModel};
 use crate::host::vfio::{VfioSubchannel, VfioTarget};
 use crate::host::{HostError, HostSubchannel};
 use crate::session::{HOST_EVENT, Session, SharedSubchannel, lock};
+use crate::stats::SubchannelStats;
 use crate::subchannel::{Input, Subchannel};
 
 pub use crate::config::ConfigError;
@@ -68,6 +74,12 @@ pub enum Error {
     /// An OS resource could not be created.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// `--socket-group` names no group.
+    #[error("--socket-group {0}: no such group")]
+    NoSuchGroup(String),
+    /// Confinement failed.
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
 }
 
 /// The capabilities document of `--print-capabilities` (QEMU's
@@ -151,33 +163,106 @@ fn open_listener(listen: &Listen) -> Result<Listener, Error> {
     }
 }
 
+/// Give a socket the backend created to the operator's group, mode 0660.
+fn share_socket(path: &std::path::Path, gid: Option<u32>) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(gid) = gid else { return Ok(()) };
+    let fail = |source| Error::Socket {
+        what: path.display().to_string(),
+        source,
+    };
+    std::os::unix::fs::chown(path, None, Some(gid)).map_err(fail)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(fail)
+}
+
+fn resolve_group(group: &str) -> Result<u32, Error> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    sys::group_id(group)?.ok_or_else(|| Error::NoSuchGroup(group.to_owned()))
+}
+
+fn listen_name(listen: &Listen) -> String {
+    match listen {
+        Listen::Path(path) => path.display().to_string(),
+        Listen::Fd(fd) => format!("fd {fd}"),
+    }
+}
+
 /// Serve every configured socket until the process is stopped. Each
 /// socket has its own subchannel, sessions and thread: a failure on one
 /// never reaches the others, and a failed connection does not end the
 /// service of its socket. Setup failures (a socket that cannot be created,
-/// a device that cannot be built) stop the process before anything is
-/// served.
+/// a device that cannot be built, confinement that is not permitted) stop
+/// the process before anything is served.
 pub fn run(config: &Config) -> Result<(), Error> {
+    let operations: &Operations = &config.operations;
+    if sys::geteuid() == 0 {
+        warn!(
+            "running as root: the backend needs no privilege beyond its sockets and devices; \
+             run it as an unprivileged user (the systemd unit does)"
+        );
+    }
+    let gid = operations
+        .socket_group
+        .as_deref()
+        .map(resolve_group)
+        .transpose()?;
     let mut served = Vec::new();
     for sub in &config.subchannels {
         let subchannel: SharedSubchannel =
             Arc::new(Mutex::new(Subchannel::new(build_host(&sub.device)?)));
         let listener = open_listener(&sub.listen)?;
+        if let Listen::Path(path) = &sub.listen {
+            share_socket(path, gid)?;
+        }
         info!("listening ({:?}), device {:?}", sub.listen, sub.device);
-        served.push((format!("{:?}", sub.listen), subchannel, listener));
+        let watched = Watched {
+            socket: listen_name(&sub.listen),
+            subchannel,
+            stats: Arc::new(SubchannelStats::default()),
+        };
+        served.push((watched, listener));
+    }
+    let control = match &operations.control_socket {
+        Some(path) => {
+            // A stale socket from an earlier run would make bind fail.
+            let _ = std::fs::remove_file(path);
+            let listener =
+                std::os::unix::net::UnixListener::bind(path).map_err(|source| Error::Socket {
+                    what: path.display().to_string(),
+                    source,
+                })?;
+            share_socket(path, gid)?;
+            Some(listener)
+        }
+        None => None,
+    };
+    // Setup is done and no thread runs yet: confine the process.
+    sandbox::lock_down(operations.confinement)?;
+    if operations.test_forbidden_syscall {
+        let result = sys::forbidden_probe();
+        warn!("test hook: the forbidden system call returned {result}");
+    }
+    if let Some(listener) = control {
+        let watched: Vec<Watched> = served.iter().map(|(w, _)| w.clone()).collect();
+        std::thread::Builder::new()
+            .name("control".to_owned())
+            .spawn(move || control::serve(&listener, &watched))
+            .map_err(Error::Io)?;
     }
     let threads: Vec<_> = served
         .into_iter()
-        .map(|(name, subchannel, mut listener)| {
+        .map(|(watched, mut listener)| {
             std::thread::Builder::new()
-                .name(format!("serve {name}"))
+                .name(format!("serve {}", watched.socket))
                 .spawn(move || {
                     loop {
                         // A failure to accept or set up one connection
                         // (say, out of file descriptors) must not end the
                         // service of this socket: log it and go on.
-                        if let Err(e) = serve_connection(&subchannel, &mut listener) {
-                            error!("{name}: {e}");
+                        if let Err(e) = serve_connection(&watched, &mut listener) {
+                            error!("{}: {e}", watched.socket);
                             std::thread::sleep(std::time::Duration::from_millis(100));
                         }
                     }
@@ -196,11 +281,12 @@ pub fn run(config: &Config) -> Result<(), Error> {
 }
 
 /// Accept one connection, serve it to its end, and close the subchannel.
-pub fn serve_connection(
-    subchannel: &SharedSubchannel,
-    listener: &mut Listener,
-) -> Result<(), Error> {
-    let session = Arc::new(RwLock::new(Session::new(Arc::clone(subchannel))?));
+pub fn serve_connection(watched: &Watched, listener: &mut Listener) -> Result<(), Error> {
+    let subchannel = &watched.subchannel;
+    let session = Arc::new(RwLock::new(Session::new(
+        Arc::clone(subchannel),
+        Arc::clone(&watched.stats),
+    )?));
     let mut daemon = VhostUserDaemon::new(
         "vhost-user-ccw".to_owned(),
         Arc::clone(&session),
@@ -216,6 +302,7 @@ pub fn serve_connection(
         .start(listener)
         .map_err(|e| Error::Daemon(e.to_string()))?;
     info!("frontend connected");
+    watched.stats.session();
     match daemon.wait() {
         Ok(())
         | Err(vhost_user_backend::Error::HandleRequest(

@@ -25,6 +25,7 @@ use vmm_sys_util::event::{
 };
 
 use crate::memory::{self, GuestRam};
+use crate::stats::SubchannelStats;
 use crate::subchannel::{Input, Subchannel};
 
 /// Epoll token of the host subchannel's notifier (after the queues and the
@@ -51,6 +52,7 @@ pub fn lock(subchannel: &SharedSubchannel) -> MutexGuard<'_, Subchannel> {
 /// The vhost-user backend of one connection.
 pub struct Session {
     subchannel: SharedSubchannel,
+    stats: Arc<SubchannelStats>,
     atomic: Option<GuestMemoryAtomic<GuestMemoryMmap>>,
     /// The last memory table that passed validation.
     ram: Option<GuestRam>,
@@ -69,11 +71,12 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A session over the socket's subchannel.
-    pub fn new(subchannel: SharedSubchannel) -> std::io::Result<Self> {
+    /// A session over the socket's subchannel, counting into `stats`.
+    pub fn new(subchannel: SharedSubchannel, stats: Arc<SubchannelStats>) -> std::io::Result<Self> {
         let exit = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
         Ok(Self {
             subchannel,
+            stats,
             atomic: None,
             ram: None,
             acked_features: 0,
@@ -175,15 +178,19 @@ impl Session {
 
     fn serve_one(&mut self, bytes: &[u8], ram: &GuestRam) -> Response {
         if self.acked_features & VIRTIO_CCW_F_PROTOCOL_V1 == 0 {
+            self.stats.response(ResponseStatus::Unsupported);
             return Response::status(ResponseStatus::Unsupported, 0);
         }
         match Request::decode(bytes) {
             Ok(request) => {
                 debug!("request {:?} tag {}", request.kind, request.tag);
-                lock(&self.subchannel).request(&request, Some(ram))
+                let response = lock(&self.subchannel).request(&request, Some(ram));
+                self.stats.request(request.kind, &response);
+                response
             }
             Err(e) => {
                 warn!("malformed request: {e}");
+                self.stats.bad_request();
                 Response::status(ResponseStatus::BadRequest, 0)
             }
         }
@@ -215,7 +222,10 @@ impl Session {
                 let len = match chain.writer(mem) {
                     Ok(mut writer) if writer.available_bytes() >= Event::SIZE => {
                         match writer.write_all(&event.encode()) {
-                            Ok(()) => Event::SIZE,
+                            Ok(()) => {
+                                self.stats.delivered(&event);
+                                Event::SIZE
+                            }
                             Err(_) => 0,
                         }
                     }

@@ -126,6 +126,10 @@ pub trait HostSubchannel: Send {
     /// withdrawn by CANCEL, CLEAR or the device going away): dropping the
     /// state machine's reference can never free memory the channel uses.
     fn poll(&mut self, events: &mut Vec<HostEvent>) -> Result<(), HostError>;
+    /// Data bytes moved between the device and guest memory since the host
+    /// was created (the operator's `bytes_moved` counter), or `None` when
+    /// the host cannot observe them.
+    fn bytes_moved(&self) -> Option<u64>;
     /// Block until [`poll`](Self::poll) may have something, at most
     /// `timeout`. Returns whether it woke before the timeout.
     fn wait(&mut self, timeout: Duration) -> Result<bool, HostError> {
@@ -183,6 +187,9 @@ impl HostSubchannel for Box<dyn HostSubchannel> {
     }
     fn poll(&mut self, events: &mut Vec<HostEvent>) -> Result<(), HostError> {
         (**self).poll(events)
+    }
+    fn bytes_moved(&self) -> Option<u64> {
+        (**self).bytes_moved()
     }
     fn wait(&mut self, timeout: Duration) -> Result<bool, HostError> {
         (**self).wait(timeout)

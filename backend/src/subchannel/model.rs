@@ -311,6 +311,10 @@ impl HostSubchannel for ModelHost {
         events.extend(self.pending.drain(..));
         Ok(())
     }
+    /// The model runs no channel programs, so it moves no data.
+    fn bytes_moved(&self) -> Option<u64> {
+        Some(0)
+    }
 
     fn wait(&mut self, _timeout: Duration) -> Result<bool, HostError> {
         Ok(!self.pending.is_empty())

@@ -88,10 +88,10 @@ pub struct SimSubchannel {
     present: bool,
     /// Host events waiting for the next poll (path changes, device gone).
     reports: Vec<HostEvent>,
-    /// Scratch buffer for one command's data.
-    buffer: Vec<u8>,
-    /// Scratch list of the CCWs of one command.
-    parts: Vec<Part>,
+    /// Reused between commands: no allocation per CCW.
+    scratch: Scratch,
+    /// Data bytes moved to or from guest memory, for the counters.
+    bytes_moved: u64,
 }
 
 impl std::fmt::Debug for SimSubchannel {
@@ -136,8 +136,8 @@ impl SimSubchannel {
             timer_armed: false,
             present: true,
             reports: Vec::new(),
-            buffer: Vec::new(),
-            parts: Vec::new(),
+            scratch: Scratch::default(),
+            bytes_moved: 0,
         })
     }
 
@@ -282,8 +282,8 @@ impl SimSubchannel {
                 index,
                 first,
                 self.device.as_mut(),
-                &mut self.buffer,
-                &mut self.parts,
+                &mut self.scratch,
+                &mut self.bytes_moved,
             );
             // Opt-in CCW trace (RUST_LOG=ccw_trace=trace): one level check
             // per CCW when off.
@@ -437,6 +437,15 @@ impl Step {
     }
 }
 
+/// The channel's working storage, kept between commands.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// Scratch buffer for one command's data.
+    buffer: Vec<u8>,
+    /// Scratch list of the CCWs of one command.
+    parts: Vec<Part>,
+}
+
 /// One CCW of a command, as the channel uses it.
 #[derive(Debug)]
 struct Part {
@@ -454,9 +463,10 @@ fn execute_step(
     first: usize,
     opens_program: bool,
     device: &mut dyn DeviceModel,
-    buffer: &mut Vec<u8>,
-    parts: &mut Vec<Part>,
+    scratch: &mut Scratch,
+    bytes_moved: &mut u64,
 ) -> Step {
+    let Scratch { buffer, parts } = scratch;
     let entry = &program.ccws[first];
     let (cmd, direction) = match &entry.kind {
         CcwKind::Command { cmd, direction, .. } => (*cmd, *direction),
@@ -566,6 +576,9 @@ fn execute_step(
         }
     };
     let transferred = response.length.min(total);
+    // Counted once the data reached its destination (the device, or guest
+    // memory above).
+    *bytes_moved = bytes_moved.saturating_add(u64::try_from(transferred).unwrap_or(u64::MAX));
 
     // The CCW in which the transfer ended, and its residual count.
     let mut ended = parts.len() - 1;
@@ -844,6 +857,10 @@ impl HostSubchannel for SimSubchannel {
             return Ok(false);
         }
         super::wait_readable(self.timer.as_raw_fd(), timeout)
+    }
+
+    fn bytes_moved(&self) -> Option<u64> {
+        Some(self.bytes_moved)
     }
 
     fn poll(&mut self, events: &mut Vec<HostEvent>) -> Result<(), HostError> {

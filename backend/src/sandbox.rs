@@ -1,0 +1,371 @@
+//! Confinement after setup, in the spirit of virtiofsd: once the sockets
+//! are listening and the devices are open, the backend needs no new files,
+//! no network and no new privileges. In order, [`lock_down`]:
+//!
+//! 1. optionally enters new namespaces (`--sandbox namespace`): user (when
+//!    not root), mount, network, IPC and PID, with an empty read-only root
+//!    directory; the PID namespace takes a fork, and the parent only waits
+//!    for the child and ends the way it ends;
+//! 2. sets no_new_privs;
+//! 3. installs the seccomp allow-list (`--seccomp`), built with seccompiler,
+//!    for every thread the backend starts afterwards.
+
+use std::path::Path;
+
+use clap::ValueEnum;
+use log::{info, warn};
+use thiserror::Error;
+
+use crate::sys;
+
+/// What the seccomp filter does with a system call outside the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeccompMode {
+    /// Kill the process (it ends with SIGSYS).
+    Kill,
+    /// Allow the call and have the kernel log it (audit log / dmesg): for
+    /// finding what a new environment needs.
+    Log,
+    /// Send SIGSYS to the calling thread (a debugger sees where).
+    Trap,
+    /// No filter.
+    None,
+}
+
+/// Namespace sandbox choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SandboxMode {
+    /// New namespaces and an empty root directory.
+    Namespace,
+    /// Stay in the namespaces the backend was started in.
+    None,
+}
+
+/// Why confinement failed; setup stops.
+#[derive(Debug, Error)]
+pub enum SandboxError {
+    /// A namespace step was refused (no user namespaces, no privilege).
+    #[error(
+        "--sandbox namespace: {step} failed: {source} (this system does not permit the namespace sandbox here; use --sandbox none)"
+    )]
+    Namespace {
+        /// Which step.
+        step: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// PR_SET_NO_NEW_PRIVS failed.
+    #[error("no_new_privs: {0}")]
+    NoNewPrivs(std::io::Error),
+    /// The filter cannot be built for this architecture.
+    #[error(
+        "--seccomp {mode:?}: seccompiler cannot build filters for this architecture yet (the allow-list of {listed} calls is ready); use --seccomp none"
+    )]
+    UnsupportedArch {
+        /// The mode asked for.
+        mode: SeccompMode,
+        /// Size of this architecture's allow-list.
+        listed: usize,
+    },
+    /// seccompiler refused the filter or the kernel refused to install it.
+    #[error("seccomp: {0}")]
+    Seccomp(String),
+}
+
+/// The confinement settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Confinement {
+    /// The namespace sandbox.
+    pub sandbox: SandboxMode,
+    /// The seccomp mode; `None` for the default (kill where the filter can
+    /// be built, else no filter with a warning).
+    pub seccomp: Option<SeccompMode>,
+}
+
+/// Confine the process. Must be called while it is single-threaded (the
+/// namespace sandbox forks). With the namespace sandbox this returns in the
+/// child only; the parent waits for it and exits the same way.
+pub fn lock_down(confinement: Confinement) -> Result<(), SandboxError> {
+    if confinement.sandbox == SandboxMode::Namespace {
+        enter_namespaces()?;
+    }
+    sys::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
+    let mode = match (confinement.seccomp, filter::SUPPORTED) {
+        (Some(mode), _) => mode,
+        (None, true) => SeccompMode::Kill,
+        (None, false) => {
+            warn!("no seccomp filter: seccompiler cannot build filters for this architecture yet");
+            SeccompMode::None
+        }
+    };
+    if mode != SeccompMode::None {
+        filter::install(mode)?;
+        info!("seccomp filter installed ({mode:?} on other system calls)");
+    }
+    Ok(())
+}
+
+/// The filter, built with seccompiler, where seccompiler has the target.
+#[cfg(target_arch = "x86_64")]
+mod filter {
+    use std::collections::BTreeMap;
+
+    use seccompiler::{
+        BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
+        SeccompFilter, SeccompRule, TargetArch,
+    };
+
+    use super::{SandboxError, SeccompMode, allowed_syscalls};
+
+    /// Filters can be built here.
+    pub const SUPPORTED: bool = true;
+
+    /// The ioctl type byte of every VFIO request (`_IO(';', …)`).
+    const VFIO_IOCTL_TYPE: u8 = b';';
+
+    fn seccomp(e: BackendError) -> SandboxError {
+        SandboxError::Seccomp(e.to_string())
+    }
+
+    /// Compile the allow-list into a BPF program for `mode`.
+    pub fn build(mode: SeccompMode) -> Result<BpfProgram, SandboxError> {
+        let mismatch = match mode {
+            SeccompMode::Kill => SeccompAction::KillProcess,
+            SeccompMode::Log => SeccompAction::Log,
+            SeccompMode::Trap => SeccompAction::Trap,
+            SeccompMode::None => return Ok(BpfProgram::new()),
+        };
+        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = allowed_syscalls()
+            .iter()
+            .map(|&nr| (nr, Vec::new()))
+            .collect();
+        // prctl only to name threads (std does it for every named thread).
+        let set_name = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            u64::from(libc::PR_SET_NAME.unsigned_abs()),
+        )
+        .map_err(seccomp)?;
+        rules.insert(
+            libc::SYS_prctl,
+            vec![SeccompRule::new(vec![set_name]).map_err(seccomp)?],
+        );
+        // ioctl only for VFIO (the vfio host opens the device, routes its
+        // interrupts and maps guest RAM at session time): request type ';'.
+        let vfio_ioctl = SeccompCondition::new(
+            1,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::MaskedEq(0xff00),
+            u64::from(VFIO_IOCTL_TYPE) << 8,
+        )
+        .map_err(seccomp)?;
+        rules.insert(
+            libc::SYS_ioctl,
+            vec![SeccompRule::new(vec![vfio_ioctl]).map_err(seccomp)?],
+        );
+        let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
+            .map_err(seccomp)?;
+        BpfProgram::try_from(filter).map_err(seccomp)
+    }
+
+    /// Build and install the filter for this thread and the threads it
+    /// starts afterwards.
+    pub fn install(mode: SeccompMode) -> Result<(), SandboxError> {
+        let program = build(mode)?;
+        seccompiler::apply_filter(&program).map_err(|e| SandboxError::Seccomp(e.to_string()))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn filters_compile_for_every_mode() {
+            for mode in [SeccompMode::Kill, SeccompMode::Log, SeccompMode::Trap] {
+                let program = build(mode).unwrap();
+                // One check per allowed call at least, plus the arch check.
+                assert!(program.len() > allowed_syscalls().len(), "{mode:?}");
+            }
+            assert!(build(SeccompMode::None).unwrap().is_empty());
+        }
+    }
+}
+
+/// seccompiler 0.5 has no s390x target (no s390x audit architecture, no
+/// big-endian argument loads; the crate is empty on big-endian targets):
+/// the allow-list below is ready for it, the filter is not.
+#[cfg(not(target_arch = "x86_64"))]
+mod filter {
+    use super::{SandboxError, SeccompMode, allowed_syscalls};
+
+    /// Filters cannot be built here.
+    pub const SUPPORTED: bool = false;
+
+    /// Refuse: an explicit `--seccomp` mode cannot be honoured.
+    pub fn install(mode: SeccompMode) -> Result<(), SandboxError> {
+        Err(SandboxError::UnsupportedArch {
+            mode,
+            listed: allowed_syscalls().len(),
+        })
+    }
+}
+
+/// The system calls the backend makes after setup (besides prctl to name
+/// threads): serving connections (accept, the vhost-user messages with
+/// their fds, mmap of guest memory, fstat of the memory fds), the event
+/// loops (epoll, eventfd, timerfd, poll), threads and their exit, memory
+/// allocation, logging, image I/O (pread/pwrite/fsync), the control socket,
+/// sleeping, and a panic's abort. Found by tracing the whole test-suite
+/// (docs/operations.md says how to redo that); kept in the syscall numbers
+/// of each architecture.
+pub fn allowed_syscalls() -> &'static [i64] {
+    ALLOWED
+}
+
+/// The calls by name; libc gives each architecture its own numbers.
+macro_rules! common_syscalls {
+    ($($extra:ident),* $(,)?) => {
+        [
+            libc::SYS_accept4,
+            libc::SYS_brk,
+            libc::SYS_clock_gettime,
+            libc::SYS_clock_nanosleep,
+            libc::SYS_clone,
+            libc::SYS_clone3,
+            libc::SYS_close,
+            libc::SYS_epoll_create1,
+            libc::SYS_epoll_ctl,
+            libc::SYS_epoll_pwait,
+            libc::SYS_eventfd2,
+            libc::SYS_exit,
+            libc::SYS_exit_group,
+            libc::SYS_fcntl,
+            libc::SYS_fdatasync,
+            libc::SYS_fsync,
+            libc::SYS_futex,
+            libc::SYS_getpid,
+            libc::SYS_getrandom,
+            libc::SYS_gettid,
+            libc::SYS_lseek,
+            libc::SYS_madvise,
+            libc::SYS_mmap,
+            libc::SYS_mprotect,
+            libc::SYS_mremap,
+            libc::SYS_munmap,
+            libc::SYS_nanosleep,
+            libc::SYS_ppoll,
+            libc::SYS_pread64,
+            libc::SYS_pwrite64,
+            libc::SYS_read,
+            libc::SYS_readv,
+            libc::SYS_recvfrom,
+            libc::SYS_recvmsg,
+            libc::SYS_restart_syscall,
+            libc::SYS_rseq,
+            libc::SYS_rt_sigaction,
+            libc::SYS_rt_sigprocmask,
+            libc::SYS_rt_sigreturn,
+            libc::SYS_sched_getaffinity,
+            libc::SYS_sched_yield,
+            libc::SYS_sendmsg,
+            libc::SYS_sendto,
+            libc::SYS_set_robust_list,
+            libc::SYS_setsockopt,
+            libc::SYS_shutdown,
+            libc::SYS_sigaltstack,
+            libc::SYS_statx,
+            libc::SYS_tgkill,
+            libc::SYS_timerfd_gettime,
+            libc::SYS_timerfd_settime,
+            libc::SYS_write,
+            libc::SYS_writev,
+            $(libc::$extra,)*
+        ]
+    };
+}
+
+// x86_64 and s390x also have the older calls glibc still uses; libc maps
+// every name to the architecture's own number.
+#[cfg(any(target_arch = "x86_64", target_arch = "s390x"))]
+const ALLOWED: &[i64] = &common_syscalls!(SYS_epoll_wait, SYS_fstat, SYS_newfstatat, SYS_poll,);
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "s390x")))]
+const ALLOWED: &[i64] = &[];
+
+/// Pivot into an empty directory inside new namespaces.
+fn enter_namespaces() -> Result<(), SandboxError> {
+    let err = |step: &'static str| move |source| SandboxError::Namespace { step, source };
+    let root = sys::geteuid() == 0;
+    let (uid, gid) = (sys::geteuid(), sys::getgid());
+    // Root keeps its user namespace: a new one would cut it off from the
+    // host devices it may need; others need one to be allowed the rest.
+    let mut flags =
+        libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWIPC | libc::CLONE_NEWPID;
+    if !root {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    sys::unshare(flags).map_err(err("unshare"))?;
+    if !root {
+        // Keep our own ids inside the user namespace.
+        std::fs::write("/proc/self/setgroups", "deny").map_err(err("setgroups"))?;
+        std::fs::write("/proc/self/uid_map", format!("{uid} {uid} 1")).map_err(err("uid_map"))?;
+        std::fs::write("/proc/self/gid_map", format!("{gid} {gid} 1")).map_err(err("gid_map"))?;
+    }
+    // Nothing we mount may propagate back to the host.
+    sys::mount("", Path::new("/"), "", libc::MS_REC | libc::MS_PRIVATE, "")
+        .map_err(err("making mounts private"))?;
+    // An empty tmpfs as the new root, over /tmp which every system has
+    // (the mount exists only in our namespace).
+    let new_root = Path::new("/tmp");
+    sys::mount(
+        "tmpfs",
+        new_root,
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "size=4k,mode=0555",
+    )
+    .map_err(err("mounting the empty root"))?;
+    std::env::set_current_dir(new_root).map_err(err("chdir"))?;
+    sys::pivot_to_cwd().map_err(err("pivot_root"))?;
+    std::env::set_current_dir("/").map_err(err("chdir /"))?;
+    sys::mount(
+        "",
+        Path::new("/"),
+        "",
+        libc::MS_REMOUNT
+            | libc::MS_BIND
+            | libc::MS_RDONLY
+            | libc::MS_NOSUID
+            | libc::MS_NODEV
+            | libc::MS_NOEXEC,
+        "",
+    )
+    .map_err(err("remounting the root read-only"))?;
+    // The new PID namespace takes effect for children: the backend goes on
+    // in a child (PID 1 there), and dies with us if we are killed.
+    match sys::fork().map_err(err("fork"))? {
+        Some(child) => {
+            let how = sys::wait_child(child).map_err(err("waitpid"))?;
+            sys::exit_like(how)
+        }
+        None => sys::kill_with_parent().map_err(err("PR_SET_PDEATHSIG")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allow_list_has_no_duplicates_and_not_the_probe() {
+        let mut list = allowed_syscalls().to_vec();
+        list.sort_unstable();
+        list.dedup();
+        assert_eq!(list.len(), allowed_syscalls().len());
+        assert!(!list.contains(&libc::SYS_personality));
+        for dangerous in [libc::SYS_execve, libc::SYS_ptrace, libc::SYS_mount] {
+            assert!(!list.contains(&dangerous));
+        }
+    }
+}
