@@ -38,12 +38,14 @@ impl Kit {
     /// (never skips) when scripts/test.sh did not prepare it.
     pub fn from_env(kernel: &'static str) -> Self {
         let var = format!("VHOST_USER_CCW_GUEST_{}", kernel.replace('.', "_"));
-        let dir = std::env::var_os(&var).map(PathBuf::from).unwrap_or_else(|| {
-            panic!(
-                "{var} is not set: run the guest tests through scripts/test.sh, \
+        let dir = std::env::var_os(&var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                panic!(
+                    "{var} is not set: run the guest tests through scripts/test.sh, \
                  or set it to the output of `scripts/guest-kit.sh {kernel}`"
-            )
-        });
+                )
+            });
         for file in ["vmlinuz", "initrd.gz"] {
             assert!(
                 dir.join(file).exists(),

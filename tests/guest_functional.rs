@@ -58,7 +58,9 @@ fn buffer_device_appears(kernel: &'static str) {
         outcome.fact(&format!("modprobe {module} ok"));
     }
     assert!(
-        outcome.fact("kernel ").starts_with(&format!("kernel {kernel}.")),
+        outcome
+            .fact("kernel ")
+            .starts_with(&format!("kernel {kernel}.")),
         "{}",
         outcome.render()
     );
@@ -115,11 +117,7 @@ impl Disk {
     fn export(&self) -> PathBuf {
         let raw = self.dir.path().join("export.raw");
         let _ = std::fs::remove_file(&raw);
-        image_tool(&[
-            "export".as_ref(),
-            self.image.as_os_str(),
-            raw.as_os_str(),
-        ]);
+        image_tool(&["export".as_ref(), self.image.as_os_str(), raw.as_os_str()]);
         raw
     }
 }
