@@ -7,6 +7,9 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v systemd-socket-activate >/dev/null 2>&1 || need_apt+=(systemd)
+# e2fsck and debugfs check the guest's filesystem in an exported image.
+command -v debugfs >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v sha256sum >/dev/null 2>&1 || need_apt+=(coreutils)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     sudo=""

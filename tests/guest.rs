@@ -14,6 +14,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
+use crate::binary;
 use crate::qemu::{qemu_binary, vhost_user_subchannel_args};
 
 /// Guest RAM: the pattern step keeps a copy of the whole partition in tmpfs.
@@ -353,4 +354,79 @@ impl Outcome {
 pub fn field<'a>(fact: &'a str, key: &str) -> Option<&'a str> {
     fact.split_whitespace()
         .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+}
+
+/// A fresh CDL-formatted 3390 image (`vhost-user-ccw image create`) in its
+/// own temporary directory.
+#[derive(Debug)]
+pub struct Disk {
+    dir: tempfile::TempDir,
+    /// The image file.
+    pub image: PathBuf,
+}
+
+impl Disk {
+    /// Create an image of `cylinders`.
+    pub fn create(cylinders: u64) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = dir.path().join("dasd.img");
+        image_tool(&[
+            "create".as_ref(),
+            "--cylinders".as_ref(),
+            cylinders.to_string().as_ref(),
+            image.as_os_str(),
+        ]);
+        Self { dir, image }
+    }
+
+    /// The backend's device spec for this image.
+    pub fn device(&self) -> String {
+        format!("sim,image={}", self.image.display())
+    }
+
+    /// Bytes of the data area (the guest's partition), from `image info`.
+    pub fn data_bytes(&self) -> u64 {
+        let info = image_tool(&["info".as_ref(), self.image.as_os_str()]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("data bytes: "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no data bytes in `image info`:\n{info}"))
+    }
+
+    /// The data area exported with `image export`, as a raw file.
+    pub fn export(&self) -> PathBuf {
+        let raw = self.dir.path().join("export.raw");
+        let _ = std::fs::remove_file(&raw);
+        image_tool(&["export".as_ref(), self.image.as_os_str(), raw.as_os_str()]);
+        raw
+    }
+}
+
+/// Run `vhost-user-ccw image ARGS…`; its standard output.
+pub fn image_tool(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(binary("vhost-user-ccw"))
+        .arg("image")
+        .args(args)
+        .output()
+        .expect("run vhost-user-ccw image");
+    assert!(
+        out.status.success(),
+        "vhost-user-ccw image {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The SHA-256 of a file, as sha256sum(1) prints it.
+pub fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("sha256sum output")
+        .to_owned()
 }

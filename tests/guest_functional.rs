@@ -8,12 +8,12 @@
 //! which the tests check, together with the image on the host.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use vhost_user_ccw_tests::guest::{BootSpec, DASD_BUSID, Guest, Kit, Outcome, field};
-use vhost_user_ccw_tests::{Backend, binary};
+use vhost_user_ccw_tests::Backend;
+use vhost_user_ccw_tests::guest::{BootSpec, DASD_BUSID, Disk, Guest, Kit, Outcome, field, sha256};
 
 /// The buffer device of the `sim` host: SENSE ID answers control unit
 /// 0x5000 model 1, device 0x5001 model 1, and no Linux driver claims it.
@@ -80,75 +80,6 @@ fn buffer_device_appears_in_the_6_12_guest() {
 // The 3390 DASD: online, whole-disk pattern, ext2, re-boot, backend restarts.
 // ---------------------------------------------------------------------------
 
-/// A fresh CDL-formatted 3390 image of `CYLINDERS` in its own directory.
-struct Disk {
-    dir: tempfile::TempDir,
-    image: PathBuf,
-}
-
-impl Disk {
-    fn create() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let image = dir.path().join("dasd.img");
-        image_tool(&[
-            "create".as_ref(),
-            "--cylinders".as_ref(),
-            CYLINDERS.to_string().as_ref(),
-            image.as_os_str(),
-        ]);
-        Self { dir, image }
-    }
-
-    /// The backend's device spec for this image.
-    fn device(&self) -> String {
-        format!("sim,image={}", self.image.display())
-    }
-
-    /// Bytes of the data area (the guest's partition), from `image info`.
-    fn data_bytes(&self) -> u64 {
-        let info = image_tool(&["info".as_ref(), self.image.as_os_str()]);
-        info.lines()
-            .find_map(|l| l.strip_prefix("data bytes: "))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no data bytes in `image info`:\n{info}"))
-    }
-
-    /// The data area exported with `image export`, as a raw file.
-    fn export(&self) -> PathBuf {
-        let raw = self.dir.path().join("export.raw");
-        let _ = std::fs::remove_file(&raw);
-        image_tool(&["export".as_ref(), self.image.as_os_str(), raw.as_os_str()]);
-        raw
-    }
-}
-
-fn image_tool(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(binary("vhost-user-ccw"))
-        .arg("image")
-        .args(args)
-        .output()
-        .expect("run vhost-user-ccw image");
-    assert!(
-        out.status.success(),
-        "vhost-user-ccw image {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("run sha256sum");
-    assert!(out.status.success(), "sha256sum {}", path.display());
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .expect("sha256sum output")
-        .to_owned()
-}
-
 /// Checks the ccw identity, the dasd fact and the kernel messages of a run
 /// that set the DASD online.
 fn assert_dasd_online(outcome: &Outcome, disk: &Disk) {
@@ -210,7 +141,7 @@ fn debugfs(raw: &Path, request: &str) -> String {
 
 fn dasd_end_to_end(kernel: &'static str) {
     let kit = Kit::from_env(kernel);
-    let disk = Disk::create();
+    let disk = Disk::create(CYLINDERS);
     let backend = Backend::start(&disk.device());
 
     // Boot 1: online, a pattern over the whole partition, read back in the
@@ -282,7 +213,7 @@ fn mib_header(raw: &[u8], index: usize) -> &[u8] {
 
 fn restart_while_idle(kernel: &'static str) {
     let kit = Kit::from_env(kernel);
-    let disk = Disk::create();
+    let disk = Disk::create(CYLINDERS);
     let device = disk.device();
     let mut first = Backend::start(&device);
     let socket = first.socket().to_path_buf();
@@ -326,7 +257,7 @@ fn dasd_survives_a_backend_restart_while_idle_6_12() {
 fn restart_during_io(kernel: &'static str) {
     const MIB: usize = 16;
     let kit = Kit::from_env(kernel);
-    let disk = Disk::create();
+    let disk = Disk::create(CYLINDERS);
     let device = disk.device();
     let mut first = Backend::start(&device);
     let socket = first.socket().to_path_buf();
