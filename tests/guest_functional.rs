@@ -162,7 +162,7 @@ fn dasd_end_to_end(kernel: &'static str) {
 
     // Boot 2: ext2 with files; on the host e2fsck finds it clean and
     // debugfs reads the same files.
-    let second = run(&kit, &backend, &["modules", "online", "mkfs"]);
+    let second = run(&kit, &backend, &["probe", "modules", "online", "mkfs"]);
     assert_dasd_online(&second, &disk);
     let written = files(&second);
     assert_eq!(written.len(), 3, "{}", second.render());
@@ -188,7 +188,7 @@ fn dasd_end_to_end(kernel: &'static str) {
     assert!(debugfs(&raw, "stat /hello.txt").contains("Type: regular"));
 
     // Boot 3: the files read back in a new guest.
-    let third = run(&kit, &backend, &["modules", "online", "verify"]);
+    let third = run(&kit, &backend, &["probe", "modules", "online", "verify"]);
     assert_dasd_online(&third, &disk);
     assert_eq!(files(&third), written);
 }
