@@ -270,6 +270,9 @@ impl Guest {
             total: self.started.elapsed(),
             kernel: self.kernel,
         };
+        // Captured by the test harness: shown for failing tests and with
+        // --nocapture.
+        eprint!("{}", outcome.render());
         eprintln!(
             "{} guest: /init after {:.2?}, powered off after {:.2?}",
             outcome.kernel,
