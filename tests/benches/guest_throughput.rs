@@ -70,6 +70,7 @@ fn main() {
     });
     let outcome = guest.finish(Duration::from_secs(1800));
     outcome.assert_ok();
+    let backend_cpu = cpu_time(backend.pid());
 
     let mut dasd = Totals::default();
     let mut virtio = Totals::default();
@@ -116,4 +117,33 @@ fn main() {
         virtio.write(),
         dasd.write() / virtio.write()
     );
+    println!();
+    println!(
+        "backend CPU time for the whole run (boot, DASD and virtio rounds): {backend_cpu:.2?}; \
+         guest run {:.2?}",
+        outcome.total
+    );
+}
+
+/// User plus system CPU time of process `pid` so far (/proc/PID/stat).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces), from field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf CLK_TCK");
+    let per_second: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("CLK_TCK");
+    Duration::from_millis(ticks * 1000 / per_second)
 }
