@@ -5,7 +5,7 @@
 #
 #   vuc.steps=STEP[,STEP...]  the steps, in order (below)
 #   vuc.devno=0.0.XXXX        the DASD's ccw device (bus id)
-#   vuc.virtio=0.0.XXXX       a virtio-blk-ccw disk (for bench)
+#   vuc.virtio=0.0.XXXX[,…]   virtio-blk-ccw disks (for bench)
 #   vuc.mib=N                 MiB that fault-io writes (default 16)
 #
 # Steps:
@@ -23,8 +23,8 @@
 #             first MiB ask the host to restart the backend; then read
 #             back every MiB whose write succeeded and compare
 #   bench     sequential read and write throughput (dd bs=1M, O_DIRECT,
-#             4 passes each) of the DASD partition and of the virtio disk,
-#             alternating, three rounds
+#             4 passes each) of the DASD partition and of each virtio
+#             disk, alternating, three rounds
 #
 # Output on the console, one line each (console=ttysclp0 loglevel=1 keeps
 # kernel messages off it):
@@ -250,17 +250,25 @@ timed_dd() {
 step_bench() {
     dasd_block
     [ -n "$virtio" ] || fail "no vuc.virtio"
-    vdev=/sys/bus/ccw/devices/$virtio
-    wait_for 30 "$vdev/virtio0/block" || true
-    vb=$(ls -d /sys/bus/ccw/devices/$virtio/virtio*/block/* 2>/dev/null | head -n 1)
-    [ -n "$vb" ] || fail "no virtio block device on $virtio"
-    vb=${vb##*/}
     dbytes=$(($(cat /sys/block/$block/$part/size) * 512))
-    vbytes=$(($(cat /sys/block/$vb/size) * 512))
-    [ "$dbytes" -eq "$vbytes" ] || fail "sizes differ: $part $dbytes, $vb $vbytes"
+    disks=$part
+    for busid in $(echo "$virtio" | tr , ' '); do
+        n=0 vb=""
+        while [ -z "$vb" ] && [ $n -lt 300 ]; do
+            vb=$(ls -d /sys/bus/ccw/devices/$busid/virtio*/block/* 2>/dev/null | head -n 1)
+            [ -n "$vb" ] || sleep 0.1
+            n=$((n + 1))
+        done
+        [ -n "$vb" ] || fail "no virtio block device on $busid"
+        vb=${vb##*/}
+        vbytes=$(($(cat /sys/block/$vb/size) * 512))
+        [ "$dbytes" -eq "$vbytes" ] || fail "sizes differ: $part $dbytes, $vb $vbytes"
+        say "bench-disk $busid $vb"
+        disks="$disks $vb"
+    done
     count=$((dbytes / 1048576))
     for round in 1 2 3; do
-        for disk in $part $vb; do
+        for disk in $disks; do
             r=$(timed_dd if=/dev/$disk of=/dev/null count=$count iflag=direct)
             w=$(timed_dd if=/dev/zero of=/dev/$disk count=$count oflag=direct)
             say "bench round=$round disk=$disk bytes=$((PASSES * count * 1048576)) read_cs=$r write_cs=$w"
