@@ -278,6 +278,19 @@ fn restart_during_io(kernel: &'static str) {
     // The guest verified every MiB whose write it saw succeed ("lost=0"
     // or the run fails); the driver may report errors for the others.
     outcome.assert_ok();
+    // The backend went away while the guest's write loop was still running.
+    let position = |needle: &str| {
+        outcome
+            .console
+            .iter()
+            .position(|l| l.text.contains(needle))
+            .unwrap_or_else(|| panic!("no '{needle}' on the console:\n{}", outcome.render()))
+    };
+    assert!(
+        position("backend disconnected") < position("@@VUC fault-io "),
+        "the restart missed the I/O:\n{}",
+        outcome.render()
+    );
     let summary = outcome.fact("fault-io ");
     assert_eq!(field(summary, "lost"), Some("0"), "{summary}");
     let failed: Vec<usize> = outcome
