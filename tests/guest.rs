@@ -116,8 +116,14 @@ pub struct Outcome {
     kernel: &'static str,
 }
 
-fn forward(stream: impl Read + Send + 'static, prefix: &'static str, to: Sender<ConsoleLine>) {
-    let started = Instant::now();
+/// Send the lines of `stream`, prefixed and stamped with the time since
+/// `started`, to `to` until the stream ends.
+fn forward(
+    stream: impl Read + Send + 'static,
+    prefix: &'static str,
+    started: Instant,
+    to: Sender<ConsoleLine>,
+) {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stream);
         let mut buf = Vec::new();
@@ -153,6 +159,7 @@ impl Guest {
             append.push(' ');
             append.push_str(param);
         }
+        let started = Instant::now();
         let mut child = Command::new(qemu_binary())
             .args(["-L", "/usr/share/qemu", "-nodefaults", "-no-reboot"])
             .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
@@ -175,14 +182,19 @@ impl Guest {
             .spawn()
             .expect("spawn qemu-system-s390x");
         let (tx, lines) = channel();
-        forward(child.stdout.take().expect("stdout"), "", tx.clone());
-        forward(child.stderr.take().expect("stderr"), "qemu: ", tx);
+        forward(
+            child.stdout.take().expect("stdout"),
+            "",
+            started,
+            tx.clone(),
+        );
+        forward(child.stderr.take().expect("stderr"), "qemu: ", started, tx);
         Self {
             stdin: child.stdin.take(),
             child,
             lines,
             console: Vec::new(),
-            started: Instant::now(),
+            started,
             kernel: spec.kit.kernel,
         }
     }
