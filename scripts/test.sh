@@ -21,6 +21,13 @@ cargo build --workspace --bins
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
+# The vfio host against the real vfio-ccw driver in an s390x guest
+# (scripts/vfio-lab.sh: about 3-4 minutes on a fresh machine, 15 seconds
+# once its downloads and builds are cached). VHOST_USER_CCW_SKIP_VFIO_LAB=1
+# leaves it out.
+if [ -z "${VHOST_USER_CCW_SKIP_VFIO_LAB:-}" ]; then
+    cargo test -p vhost-user-ccw-tests --test vfio_lab -- --ignored 2>&1 | tee -a "$log"
+fi
 cargo bench --workspace --no-run
 # One closing line for all test binaries together.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -23,8 +23,8 @@ pub struct Args {
     pub fd: Option<i32>,
 
     /// Host subchannel to mediate: `sim[,devno=HEX][,schno=N][,chpid=HEX][,size=BYTES][,latency-us=N]`
-    /// (an emulated subchannel with a buffer device), or `vfio:MDEV` (not
-    /// available yet). Default `sim`. Repeated, the n-th device goes with
+    /// (an emulated subchannel with a buffer device), or `vfio:UUID` /
+    /// `vfio:/sys/.../UUID` (a Linux vfio-ccw mdev). Default `sim`. Repeated, the n-th device goes with
     /// the n-th socket.
     #[arg(long, value_name = "SPEC")]
     pub device: Vec<String>,

@@ -27,7 +27,8 @@ pub enum DeviceSpec {
         /// Size of the device's buffer.
         size: usize,
     },
-    /// A Linux vfio-ccw mediated device.
+    /// A Linux vfio-ccw mediated device: its UUID or sysfs path
+    /// ([`crate::host::vfio::VfioTarget`]).
     Vfio(String),
 }
 
@@ -55,9 +56,6 @@ pub enum ConfigError {
         /// `--device` options given.
         devices: usize,
     },
-    /// The host kind exists in the syntax but not in this build.
-    #[error("--device {0}: the vfio host subchannel is not available in this version")]
-    VfioUnavailable(String),
 }
 
 /// Default size of the sim buffer device.
@@ -157,7 +155,10 @@ pub fn parse_device(spec: &str) -> Result<DeviceSpec, ConfigError> {
         reason,
     };
     if let Some(target) = spec.strip_prefix("vfio:") {
-        return Err(ConfigError::VfioUnavailable(target.to_owned()));
+        // Checked here for its form; whether the mdev exists is for the
+        // host to find out when it opens it.
+        crate::host::vfio::VfioTarget::parse(target).map_err(|e| err(e.to_string()))?;
+        return Ok(DeviceSpec::Vfio(target.to_owned()));
     }
     let mut parts = spec.split(',');
     let kind = parts.next().unwrap_or_default();
@@ -275,10 +276,23 @@ mod tests {
         ));
         assert_eq!(
             parse_device("vfio:0b5f1c27-1a8c-4b0e-9d10-2f0b3e1c5a77"),
-            Err(ConfigError::VfioUnavailable(
+            Ok(DeviceSpec::Vfio(
                 "0b5f1c27-1a8c-4b0e-9d10-2f0b3e1c5a77".into()
             ))
         );
+        assert_eq!(
+            parse_device("vfio:/sys/bus/mdev/devices/0b5f1c27-1a8c-4b0e-9d10-2f0b3e1c5a77"),
+            Ok(DeviceSpec::Vfio(
+                "/sys/bus/mdev/devices/0b5f1c27-1a8c-4b0e-9d10-2f0b3e1c5a77".into()
+            ))
+        );
+        match parse_device("vfio:0.0.0005") {
+            Err(ConfigError::Device { spec, reason }) => {
+                assert_eq!(spec, "vfio:0.0.0005");
+                assert!(reason.contains("neither an mdev UUID"), "{reason}");
+            }
+            other => panic!("vfio:0.0.0005 gave {other:?}"),
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ use vmm_sys_util::epoll::EventSet;
 use crate::config::{Config, DeviceSpec, Listen};
 use crate::host::sim::SimSubchannel;
 use crate::host::sim::device::BufferDevice;
+use crate::host::vfio::{VfioSubchannel, VfioTarget};
 use crate::host::{HostError, HostSubchannel};
 use crate::session::{HOST_EVENT, Session, SharedSubchannel, lock};
 use crate::subchannel::{Input, Subchannel};
@@ -72,7 +73,13 @@ pub fn build_host(device: &DeviceSpec) -> Result<Box<dyn HostSubchannel>, Error>
             config.clone(),
             Box::new(BufferDevice::new(*size)),
         )?)),
-        DeviceSpec::Vfio(target) => Err(ConfigError::VfioUnavailable(target.clone()).into()),
+        DeviceSpec::Vfio(target) => {
+            let target = VfioTarget::parse(target).map_err(|e| ConfigError::Device {
+                spec: format!("vfio:{target}"),
+                reason: e.to_string(),
+            })?;
+            Ok(Box::new(VfioSubchannel::new(target)?))
+        }
     }
 }
 

@@ -165,8 +165,9 @@ impl GuestRam {
         &self.mem
     }
 
-    /// The RAM range holding `addr`.
-    fn range_of(&self, addr: u64) -> Option<(u64, u64)> {
+    /// The RAM range `[start, end)` holding `addr` (ranges are maximal:
+    /// adjacent regions are merged).
+    pub fn range_of(&self, addr: u64) -> Option<(u64, u64)> {
         let i = self.ram.partition_point(|(start, _)| *start <= addr);
         let (start, end) = *self.ram.get(i.checked_sub(1)?)?;
         (addr < end).then_some((start, end))

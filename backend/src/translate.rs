@@ -227,8 +227,22 @@ struct Mode {
     format1: bool,
     /// Format-2 IDAWs (ORB H).
     format2_idaw: bool,
-    /// IDAW block size.
-    block: u32,
+    /// IDAW block size (2048 or 4096).
+    block: u64,
+}
+
+impl Mode {
+    /// Bytes per IDAW.
+    #[inline]
+    fn idaw_width(self) -> usize {
+        if self.format2_idaw { 8 } else { 4 }
+    }
+
+    /// The block size as [`Addressing::Indirect`] records it.
+    #[inline]
+    fn block_u32(self) -> u32 {
+        if self.block == 2048 { 2048 } else { 4096 }
+    }
 }
 
 fn check_orb(orb: &Orb) -> Result<Mode, TranslateError> {
@@ -270,6 +284,9 @@ fn check_orb(orb: &Orb) -> Result<Mode, TranslateError> {
     })
 }
 
+/// NO OPERATION: a control command that never transfers data.
+const NOP: u8 = 0x03;
+
 /// Program-check reasons.
 mod check {
     pub const CPA_ALIGNMENT: &str = "channel-program address not doubleword aligned";
@@ -309,11 +326,137 @@ struct Builder<'a> {
     /// TIC entries whose target is not resolved yet, with the direction a
     /// data chain running through the TIC carries into the target.
     pending_tics: Vec<(usize, u64, Option<Direction>)>,
-    idal: Vec<u8>,
+    idals: IdalWindow,
+    /// The RAM range that held the last data area checked: a program keeps
+    /// its data in one range, so most checks are two comparisons.
+    data_range: (u64, u64),
+    /// Whether runs of common CCWs take [`Builder::common_run`].
+    common_path: bool,
+}
+
+/// Bytes of guest memory fetched for IDALs. IDALs of consecutive CCWs
+/// usually lie together (Linux allocates them with the CCWs), so one read
+/// serves many: a read per IDAL through vm-memory cost more than the rest
+/// of the translation of a CCW.
+struct IdalWindow {
+    base: u64,
+    len: usize,
+    bytes: [u8; IDAL_WINDOW],
+}
+
+/// Size of the IDAL window: a multiple of the longest IDAL (33 format-2
+/// IDAWs, 264 bytes), small enough that a refill for a scattered IDAL stays
+/// cheap.
+const IDAL_WINDOW: usize = 1024;
+
+impl IdalWindow {
+    /// The IDAL at `addr`, `width` bytes per IDAW, as long as `idaws`
+    /// computes from its first IDAW. The first IDAW and the rest come from
+    /// one fetch, so a guest rewriting its IDAL meanwhile cannot make the
+    /// count of IDAWs disagree with the IDAWs used (the 2026 double-fetch
+    /// bug class). `None` when the IDAL is not inside guest RAM.
+    fn idal(
+        &mut self,
+        ram: &GuestRam,
+        addr: u64,
+        width: usize,
+        idaws: impl Fn(u64) -> u64,
+    ) -> Option<&[u8]> {
+        if !self.holds(addr, width) && !self.refill(ram, addr) {
+            return None;
+        }
+        loop {
+            let offset = usize::try_from(addr - self.base).ok()?;
+            let first = idaw_value(self.bytes.get(offset..offset + width)?);
+            let len = usize::try_from(idaws(first)).ok()? * width;
+            if self.holds(addr, len) {
+                return self.bytes.get(offset..offset + len);
+            }
+            // Not all in this fetch: fetch again from the IDAL's start
+            // (once: a window that starts there and still misses the end
+            // means guest RAM ends first).
+            if self.base == addr || !self.refill(ram, addr) {
+                return None;
+            }
+        }
+    }
+
+    /// The IDAL at `addr` as [`IdalWindow::idal`] finds it, if the window
+    /// holds all of it already.
+    #[inline]
+    fn held(&self, addr: u64, width: usize, idaws: impl Fn(u64) -> u64) -> Option<&[u8]> {
+        let offset = usize::try_from(addr.checked_sub(self.base)?).ok()?;
+        if offset >= self.len {
+            return None;
+        }
+        let first = idaw_value(self.bytes.get(offset..offset.checked_add(width)?)?);
+        // At most 33 IDAWs of at most 8 bytes: no overflow.
+        let end = offset + usize::try_from(idaws(first)).ok()? * width;
+        if end > self.len || addr % (width as u64) != 0 {
+            return None;
+        }
+        self.bytes.get(offset..end)
+    }
+
+    fn holds(&self, addr: u64, len: usize) -> bool {
+        addr >= self.base
+            && usize::try_from(addr - self.base)
+                .ok()
+                .and_then(|offset| offset.checked_add(len))
+                .is_some_and(|end| end <= self.len)
+    }
+
+    fn refill(&mut self, ram: &GuestRam, addr: u64) -> bool {
+        let len = ram.contiguous_len(addr, IDAL_WINDOW as u64);
+        let len = usize::try_from(len).unwrap_or(0);
+        if len == 0 || ram.read(addr, &mut self.bytes[..len]).is_err() {
+            self.len = 0;
+            return false;
+        }
+        self.base = addr;
+        self.len = len;
+        true
+    }
+}
+
+/// Whether `[addr, addr + len)` lies in guest RAM, trying the range of the
+/// previous check first.
+fn in_ram(ram: &GuestRam, range: &mut (u64, u64), addr: u64, len: u64) -> bool {
+    let Some(end) = addr.checked_add(len.max(1)) else {
+        return false;
+    };
+    if addr >= range.0 && end <= range.1 {
+        return true;
+    }
+    match ram.range_of(addr) {
+        Some(found) => {
+            *range = found;
+            end <= found.1
+        }
+        None => false,
+    }
 }
 
 /// Translate the program the ORB designates.
 pub fn translate(orb: &Orb, ram: &GuestRam) -> Result<ChannelProgram, TranslateError> {
+    translate_with(orb, ram, true)
+}
+
+/// [`translate`] without [`Builder::common_run`]: every CCW through the
+/// general path, for tests that prove both build the same program.
+#[cfg(test)]
+pub(crate) fn translate_general_only(
+    orb: &Orb,
+    ram: &GuestRam,
+) -> Result<ChannelProgram, TranslateError> {
+    translate_with(orb, ram, false)
+}
+
+fn translate_with(
+    orb: &Orb,
+    ram: &GuestRam,
+    common_path: bool,
+) -> Result<ChannelProgram, TranslateError> {
     let mode = check_orb(orb)?;
     let mut builder = Builder {
         ram,
@@ -327,7 +470,13 @@ pub fn translate(orb: &Orb, ram: &GuestRam) -> Result<ChannelProgram, TranslateE
             data_bytes: 0,
         },
         pending_tics: Vec::new(),
-        idal: Vec::new(),
+        idals: IdalWindow {
+            base: 0,
+            len: 0,
+            bytes: [0; IDAL_WINDOW],
+        },
+        data_range: (0, 0),
+        common_path,
     };
     builder.build(u64::from(orb.cpa))?;
     Ok(builder.program)
@@ -416,8 +565,9 @@ impl Builder<'_> {
             self.push_check_in_segment(start, check::CCW_ADDRESS);
             return Ok(());
         }
-        // Room for a typical chain at once (longer ones grow).
-        let room = usize::try_from(available).unwrap_or(0).min(64) + 1;
+        // Room for every CCW the segment can hold: growing by doubling cost
+        // more than the allocation (at most 256 entries).
+        let room = usize::try_from(available).unwrap_or(0) + 1;
         self.program.ccws.reserve(room);
         self.program.pieces.reserve(room);
         let mut context = Context {
@@ -443,7 +593,26 @@ impl Builder<'_> {
                 self.push_check_in_segment(addr, check::CCW_ADDRESS);
                 break;
             }
-            let ccw = match Ccw::decode(self.mode.format1, &raw[slot * 8..slot * 8 + 8]) {
+            if self.common_path && context.chained.is_none() && self.mode.format1 {
+                let end = usize::try_from(available)
+                    .unwrap_or(0)
+                    .min(MAX_SEGMENT_CCWS);
+                let (taken, chains) = self.common_run(start, &raw[..end * 8], slot);
+                if taken > 0 {
+                    slot += taken;
+                    if !chains {
+                        break;
+                    }
+                    context = Context {
+                        chained: None,
+                        command_chained: true,
+                        speculative: context.speculative,
+                    };
+                    continue;
+                }
+            }
+            let bytes = &raw[slot * 8..slot * 8 + 8];
+            let ccw = match Ccw::decode(self.mode.format1, bytes) {
                 Ok(ccw) => ccw,
                 Err(_) => {
                     // Format-1 CDA bit 0 set: an invalid address.
@@ -507,6 +676,140 @@ impl Builder<'_> {
         });
     }
 
+    /// A run of common CCWs, from `slot` of the segment fetched into `raw`
+    /// on: format-1 commands with a count, no data chaining, skip, suspend
+    /// or MIDA flag, not NOPs, whose IDAL (if any) is in the IDAL window and
+    /// whose data lies in the RAM range of the previous data area. Records
+    /// them and returns how many it took and whether the last one
+    /// command-chains. It stops before the first CCW that is not common,
+    /// leaving it to [`Builder::command`], which decides every case.
+    ///
+    /// Most channel programs are such CCWs only. Working on locals lets the
+    /// compiler keep the builder's state in registers; through `&mut self`
+    /// every CCW reloaded and stored it, which with the general path's case
+    /// analysis was most of the translation time. It is instantiated per
+    /// IDAW format and block size: with constant widths and shifts the loop
+    /// needs no variable shifts and keeps its state in registers.
+    fn common_run(&mut self, start: u64, raw: &[u8], slot: usize) -> (usize, bool) {
+        match (self.mode.format2_idaw, self.mode.block == 4096) {
+            (true, true) => self.common_run_in::<true, true>(start, raw, slot),
+            (true, false) => self.common_run_in::<true, false>(start, raw, slot),
+            (false, true) => self.common_run_in::<false, true>(start, raw, slot),
+            (false, false) => self.common_run_in::<false, false>(start, raw, slot),
+        }
+    }
+
+    /// [`Builder::common_run`] for format-2 IDAWs or not, 4 KiB blocks or
+    /// 2 KiB.
+    #[inline(never)]
+    fn common_run_in<const FORMAT2: bool, const BLOCK_4K: bool>(
+        &mut self,
+        start: u64,
+        raw: &[u8],
+        slot: usize,
+    ) -> (usize, bool) {
+        let mode = Mode {
+            format1: true,
+            format2_idaw: FORMAT2,
+            block: if BLOCK_4K { 4096 } else { 2048 },
+        };
+        let (mask, shift) = (mode.block - 1, mode.block.trailing_zeros());
+        let width = mode.idaw_width();
+        let idaw_limit: u64 = if FORMAT2 { u64::MAX } else { 1 << 31 };
+        let (low, high) = self.data_range;
+        let in_range = |addr: u64, len: u64| addr >= low && addr.saturating_add(len) <= high;
+        let unusual = CcwFlags::CD | CcwFlags::SKIP | CcwFlags::S | CcwFlags::MIDA;
+        let mut ccws = std::mem::take(&mut self.program.ccws);
+        let mut pieces = std::mem::take(&mut self.program.pieces);
+        let mut data_bytes = self.program.data_bytes;
+        let mut taken = 0;
+        let mut chains = false;
+        for (i, bytes) in raw.chunks_exact(8).enumerate().skip(slot) {
+            let Ok(ccw) = Ccw::decode(true, bytes) else {
+                break;
+            };
+            if ccw.flags.intersects(unusual) || ccw.count == 0 || ccw.cmd == NOP {
+                break;
+            }
+            let Some(direction) = Direction::of(ccw.cmd) else {
+                break;
+            };
+            let count = u64::from(ccw.count);
+            if data_bytes + count > MAX_DATA_BYTES {
+                break;
+            }
+            let first_piece = pieces.len();
+            let addressing = if ccw.flags.contains(CcwFlags::IDA) {
+                let idal = u64::from(ccw.cda);
+                let Some(list) = self.idals.held(idal, width, |first| {
+                    1 + ((count.saturating_sub(mode.block - (first & mask)) + mask) >> shift)
+                }) else {
+                    break;
+                };
+                let mut remaining = count;
+                let mut fits = true;
+                for (n, idaw) in list.chunks_exact(width).enumerate() {
+                    let data = idaw_value(idaw);
+                    let len = remaining.min(mode.block - (data & mask));
+                    if (n > 0 && data & mask != 0) || data >= idaw_limit || !in_range(data, len) {
+                        fits = false;
+                        break;
+                    }
+                    pieces.push(DataPiece {
+                        addr: data,
+                        len: u32::try_from(len).unwrap_or(0),
+                    });
+                    remaining -= len;
+                }
+                if !fits {
+                    pieces.truncate(first_piece);
+                    break;
+                }
+                Addressing::Indirect {
+                    format2: mode.format2_idaw,
+                    block: mode.block_u32(),
+                    idal,
+                }
+            } else {
+                let data = u64::from(ccw.cda);
+                if data + count > 1 << 31 || !in_range(data, count) {
+                    break;
+                }
+                pieces.push(DataPiece {
+                    addr: data,
+                    len: u32::from(ccw.count),
+                });
+                Addressing::Direct
+            };
+            data_bytes += count;
+            ccws.push(ProgramCcw {
+                addr: start + CCW_SIZE * i as u64,
+                kind: CcwKind::Command {
+                    cmd: ccw.cmd,
+                    flags: ccw.flags,
+                    count: ccw.count,
+                    direction,
+                    addressing,
+                    data: u32::try_from(first_piece).unwrap_or(u32::MAX)
+                        ..u32::try_from(pieces.len()).unwrap_or(u32::MAX),
+                },
+                sequential: None,
+            });
+            taken += 1;
+            chains = ccw.flags.contains(CcwFlags::CC);
+            if !chains {
+                break;
+            }
+        }
+        self.program.ccws = ccws;
+        self.program.pieces = pieces;
+        self.program.data_bytes = data_bytes;
+        if let Some(segment) = self.program.segments.last_mut() {
+            segment.len += u32::try_from(taken).unwrap_or(0);
+        }
+        (taken, chains)
+    }
+
     /// Add a command CCW (or, for a program error, a check point). Returns
     /// the context of the next CCW when the chain continues, `None` when
     /// the segment ends here.
@@ -563,7 +866,7 @@ impl Builder<'_> {
             let format2 = self.mode.format2_idaw;
             Addressing::Indirect {
                 format2,
-                block: self.mode.block,
+                block: self.mode.block_u32(),
                 idal: u64::from(ccw.cda),
             }
         } else {
@@ -572,7 +875,6 @@ impl Builder<'_> {
         // A CCW accesses storage only if it moves data: not for a zero
         // count, a NOP, or input with SKIP. The IDAL is fetched all the
         // same when the CCW has one.
-        const NOP: u8 = 0x03;
         let nop = context.chained.is_none() && ccw.cmd == NOP;
         let moves_data = ccw.count > 0
             && !nop
@@ -625,7 +927,7 @@ impl Builder<'_> {
         let addr = u64::from(ccw.cda);
         let len = u64::from(ccw.count);
         let limit = if self.mode.format1 { 1 << 31 } else { 1 << 24 };
-        if addr + len > limit || self.ram.check(addr, len).is_err() {
+        if addr + len > limit || !in_ram(self.ram, &mut self.data_range, addr, len) {
             return Some(check::DATA_ADDRESS);
         }
         self.program.pieces.push(DataPiece {
@@ -640,47 +942,28 @@ impl Builder<'_> {
     fn indirect(&mut self, ccw: Ccw, moves_data: bool) -> Option<&'static str> {
         let idal = u64::from(ccw.cda);
         let format2 = self.mode.format2_idaw;
-        let width: u64 = if format2 { 8 } else { 4 };
-        let block = u64::from(self.mode.block);
-        if idal % width != 0 {
+        let width = self.mode.idaw_width();
+        if idal % (width as u64) != 0 {
             return Some(check::IDAL_ALIGNMENT);
         }
-        let count = u64::from(ccw.count.max(1));
-        // The first IDAW decides how many follow. Every IDAW is read exactly
-        // once: the first by itself, the rest in one read after it, so a
-        // guest rewriting its IDAL meanwhile cannot make the count of IDAWs
-        // disagree with the IDAWs used (the 2026 double-fetch bug class).
-        let width_usize = usize::try_from(width).unwrap_or(8);
-        let mut first = [0u8; 8];
-        if self.ram.read(idal, &mut first[..width_usize]).is_err() {
-            return Some(check::IDAL_ADDRESS);
-        }
-        let first_addr = idaw_value(&first[..width_usize]);
+        let block = self.mode.block;
         // Blocks are powers of two: masks and shifts, not divisions (a
         // division per CCW was half the translation time).
         let mask = block - 1;
         let shift = block.trailing_zeros();
-        let in_first = block - (first_addr & mask);
-        let idaws = 1 + ((count.saturating_sub(in_first) + mask) >> shift);
-        let idal_len = usize::try_from(idaws * width).unwrap_or(0);
-        self.idal.clear();
-        self.idal.extend_from_slice(&first[..width_usize]);
-        self.idal.resize(idal_len, 0);
-        if idal_len > width_usize
-            && self
-                .ram
-                .read(idal + width, &mut self.idal[width_usize..])
-                .is_err()
-        {
+        let count = u64::from(ccw.count.max(1));
+        let idaws =
+            |first: u64| 1 + ((count.saturating_sub(block - (first & mask)) + mask) >> shift);
+        let Some(list) = self.idals.idal(self.ram, idal, width, idaws) else {
             return Some(check::IDAL_ADDRESS);
-        }
+        };
         if !moves_data {
             return None;
         }
+        let limit: u64 = if format2 { u64::MAX } else { 1 << 31 };
         let mut remaining = u64::from(ccw.count);
-        for i in 0..usize::try_from(idaws).unwrap_or(0) {
-            let at = i * width_usize;
-            let addr = idaw_value(&self.idal[at..at + width_usize]);
+        for (i, idaw) in list.chunks_exact(width).enumerate() {
+            let addr = idaw_value(idaw);
             if !format2 && addr & 0x8000_0000 != 0 {
                 return Some(check::IDAW_FORMAT1);
             }
@@ -688,9 +971,8 @@ impl Builder<'_> {
                 return Some(check::IDAW_BOUNDARY);
             }
             let len = remaining.min(block - (addr & mask));
-            let limit: u64 = if format2 { u64::MAX } else { 1 << 31 };
             if addr.checked_add(len).is_none_or(|end| end > limit)
-                || self.ram.check(addr, len).is_err()
+                || !in_ram(self.ram, &mut self.data_range, addr, len)
             {
                 return Some(check::DATA_ADDRESS);
             }
@@ -704,8 +986,16 @@ impl Builder<'_> {
     }
 }
 
+/// The address in a format-2 (8-byte) or format-1 (4-byte) IDAW.
 fn idaw_value(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))
+    // Whole-word loads: a byte-by-byte fold was a fifth of the time.
+    if let Ok(format2) = <[u8; 8]>::try_from(bytes) {
+        u64::from_be_bytes(format2)
+    } else if let Ok(format1) = <[u8; 4]>::try_from(bytes) {
+        u64::from(u32::from_be_bytes(format1))
+    } else {
+        bytes.iter().fold(0, |acc, b| (acc << 8) | u64::from(*b))
+    }
 }
 
 #[cfg(test)]

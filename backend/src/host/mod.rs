@@ -7,6 +7,7 @@
 //! (a later addition) drives a Linux vfio-ccw device.
 
 pub mod sim;
+pub mod vfio;
 pub mod vfio_layout;
 
 use std::os::fd::RawFd;

@@ -42,7 +42,7 @@ use vhost_user_ccw_protocol::arch::{
     Ccw, CcwFlags, DeviceStatus, Idaw1, Idaw2, Orb, Sense, SenseId, StatusControl, SubchannelStatus,
 };
 
-use super::translate;
+use super::{translate, translate_general_only};
 use crate::host::sim::device::{
     BufferDevice, CMD_NOP, CMD_READ, CMD_SEEK, CMD_SENSE, CMD_SENSE_ID, CMD_WRITE, DeviceModel,
     DeviceResponse,
@@ -1227,6 +1227,22 @@ proptest! {
     #[test]
     fn translated_program_on_sim_matches_reference_interpreter(spec in valid_program()) {
         compare(&spec)?;
+    }
+
+    /// The common-CCW fast path builds exactly the program the general
+    /// path builds, for valid and invalid programs alike.
+    #[test]
+    fn common_path_builds_the_program_of_the_general_path(
+        spec in prop_oneof![valid_program(), invalid_program()]
+    ) {
+        let built = build(&spec);
+        let ram = guest(&built.image);
+        prop_assert_eq!(
+            translate(&built.orb, &ram),
+            translate_general_only(&built.orb, &ram),
+            "program:\n{}",
+            built.listing.join("\n")
+        );
     }
 
     /// Invalid programs: both end in a channel-program check at the CCW at

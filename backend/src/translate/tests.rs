@@ -549,3 +549,80 @@ fn status_modifier_can_skip_a_forward_tic() {
     let program = translate(&orb(0x1000), &ram).unwrap();
     assert_eq!(check_reason(&program, 2), check::SUSPEND);
 }
+
+/// 200 chained READs whose format-2 IDALs (one or two IDAWs, 8 or 16
+/// bytes) are packed from 0x8008: the 1 KiB IDAL fetch window ends inside
+/// some IDALs, which must then be fetched again from their start, whole.
+#[test]
+fn long_chain_with_idals_straddling_the_fetch_window() {
+    let ram = ram(RAM);
+    let ccws = 200u64;
+    let mut idal = 0x8008u64;
+    let mut expected = Vec::new();
+    for i in 0..ccws {
+        let flags = if i + 1 < ccws {
+            CcwFlags::CC | CcwFlags::IDA
+        } else {
+            CcwFlags::IDA
+        };
+        // From the middle of a 4 KiB block: 2 KiB stay in it, the rest (if
+        // any) goes to the next block.
+        let data = 0x2_0000 + 0x1000 * i + 0x800;
+        let count: u16 = if i % 2 == 0 { 0x800 } else { 0x1000 };
+        put(
+            &ram,
+            0x1000 + 8 * i,
+            0x02,
+            flags,
+            count,
+            u32::try_from(idal).unwrap(),
+        );
+        ram.write(idal, &data.to_be_bytes()).unwrap();
+        let mut pieces = vec![DataPiece {
+            addr: data,
+            len: 0x800,
+        }];
+        idal += 8;
+        if count == 0x1000 {
+            ram.write(idal, &(data + 0x800).to_be_bytes()).unwrap();
+            pieces.push(DataPiece {
+                addr: data + 0x800,
+                len: 0x800,
+            });
+            idal += 8;
+        }
+        expected.push(pieces);
+    }
+    let orb = orb_idaw(0x1000, true, false);
+    let program = translate(&orb, &ram).unwrap();
+    assert_eq!(program, translate_general_only(&orb, &ram).unwrap());
+    assert_eq!(program.ccws.len(), 200);
+    for (i, pieces) in expected.iter().enumerate() {
+        assert_eq!(program.data(i), pieces.as_slice(), "CCW {i}");
+    }
+}
+
+/// The common path stops at the first CCW it cannot take whole: here the
+/// third CCW's second IDAW leaves guest RAM, and the general path makes it
+/// the check point after the valid prefix.
+#[test]
+fn common_path_leaves_a_faulty_ccw_to_the_general_path() {
+    let ram = ram(RAM);
+    let flags = CcwFlags::CC | CcwFlags::IDA;
+    for i in 0..3u32 {
+        let idal = 0x3000 + 16 * i;
+        put(&ram, 0x1000 + 8 * u64::from(i), 0x01, flags, 0x1000, idal);
+        let first = 0x4_0000 + 0x1000 * u64::from(i);
+        let second = if i == 2 { RAM as u64 } else { first + 0x800 };
+        ram.write(u64::from(idal), &first.to_be_bytes()).unwrap();
+        ram.write(u64::from(idal) + 8, &second.to_be_bytes())
+            .unwrap();
+    }
+    let orb = orb_idaw(0x1000, true, true);
+    let program = translate(&orb, &ram).unwrap();
+    assert_eq!(program, translate_general_only(&orb, &ram).unwrap());
+    assert_eq!(program.ccws.len(), 3);
+    assert!(matches!(program.ccws[1].kind, CcwKind::Command { .. }));
+    assert_eq!(check_reason(&program, 2), check::DATA_ADDRESS);
+    assert_eq!(program.data_bytes, 2 * 0x1000 + 0x1000);
+}

@@ -7,6 +7,7 @@
 use super::ArchError;
 
 /// `bytes` as a fixed-size array, or a [`ArchError::Length`] naming `what`.
+#[inline]
 pub(crate) fn array<'a, const N: usize>(
     bytes: &'a [u8],
     what: &'static str,
@@ -19,11 +20,13 @@ pub(crate) fn array<'a, const N: usize>(
 }
 
 /// The big-endian halfword at `offset`.
+#[inline]
 pub(crate) fn u16_at(bytes: &[u8], offset: usize) -> u16 {
     u16::from_be_bytes([bytes[offset], bytes[offset + 1]])
 }
 
 /// The big-endian word at `offset`.
+#[inline]
 pub(crate) fn u32_at(bytes: &[u8], offset: usize) -> u32 {
     let mut word = [0; 4];
     word.copy_from_slice(&bytes[offset..offset + 4]);
@@ -31,6 +34,7 @@ pub(crate) fn u32_at(bytes: &[u8], offset: usize) -> u32 {
 }
 
 /// The big-endian doubleword at `offset`.
+#[inline]
 pub(crate) fn u64_at(bytes: &[u8], offset: usize) -> u64 {
     let mut dword = [0; 8];
     dword.copy_from_slice(&bytes[offset..offset + 8]);
@@ -38,16 +42,19 @@ pub(crate) fn u64_at(bytes: &[u8], offset: usize) -> u64 {
 }
 
 /// Stores `value` big-endian at `offset`.
+#[inline]
 pub(crate) fn put_u16(bytes: &mut [u8], offset: usize, value: u16) {
     bytes[offset..offset + 2].copy_from_slice(&value.to_be_bytes());
 }
 
 /// Stores `value` big-endian at `offset`.
+#[inline]
 pub(crate) fn put_u32(bytes: &mut [u8], offset: usize, value: u32) {
     bytes[offset..offset + 4].copy_from_slice(&value.to_be_bytes());
 }
 
 /// Stores `value` big-endian at `offset`.
+#[inline]
 pub(crate) fn put_u64(bytes: &mut [u8], offset: usize, value: u64) {
     bytes[offset..offset + 8].copy_from_slice(&value.to_be_bytes());
 }

@@ -76,6 +76,7 @@ impl Ccw0 {
     /// # Errors
     ///
     /// [`ArchError::Length`] for a wrong length.
+    #[inline]
     pub fn decode(bytes: &[u8]) -> Result<Self, ArchError> {
         let b = array::<{ Self::SIZE }>(bytes, "format-0 CCW")?;
         Ok(Self {
@@ -124,6 +125,7 @@ impl Ccw1 {
     ///
     /// [`ArchError::Length`] for a wrong length, [`ArchError::Invalid`] if
     /// bit 32 (bit 0 of the data address) is set.
+    #[inline]
     pub fn decode(bytes: &[u8]) -> Result<Self, ArchError> {
         let b = array::<{ Self::SIZE }>(bytes, "format-1 CCW")?;
         let cda = u32_at(b, 4);
@@ -167,6 +169,7 @@ impl Ccw {
     /// # Errors
     ///
     /// As [`Ccw0::decode`] or [`Ccw1::decode`].
+    #[inline]
     pub fn decode(format1: bool, bytes: &[u8]) -> Result<Self, ArchError> {
         if format1 {
             Ccw1::decode(bytes).map(Self::from)
@@ -272,6 +275,7 @@ impl Idaw1 {
     ///
     /// [`ArchError::Length`] for a wrong length, [`ArchError::Invalid`] if
     /// bit 0 is set.
+    #[inline]
     pub fn decode(bytes: &[u8]) -> Result<Self, ArchError> {
         let b = array::<{ Self::SIZE }>(bytes, "format-1 IDAW")?;
         let address = u32_at(b, 0);
@@ -306,6 +310,7 @@ impl Idaw2 {
     /// # Errors
     ///
     /// [`ArchError::Length`] for a wrong length.
+    #[inline]
     pub fn decode(bytes: &[u8]) -> Result<Self, ArchError> {
         let b = array::<{ Self::SIZE }>(bytes, "format-2 IDAW")?;
         Ok(Self(u64_at(b, 0)))

@@ -1,0 +1,57 @@
+//! The `vfio` host against the real Linux vfio-ccw driver: runs
+//! scripts/vfio-lab.sh, which boots Debian's 6.12 s390x kernel (with
+//! vfio_ccw built out of tree) under TCG in the patched QEMU, binds the
+//! subchannel of a virtio-blk-ccw disk to vfio_ccw, serves the mdev with
+//! the s390x build of the backend and drives it with the frontend.
+//!
+//! It needs root, apt (Debian archive) and minutes, so it is ignored by a
+//! plain `cargo test`; scripts/test.sh runs it with `--ignored`.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Every check the guest reports, in the order it runs them.
+const CHECKS: &[&str] = &[
+    "setup",
+    "backend-uuid",
+    "sense-id",
+    "virtio",
+    "virtio-legacy",
+    "halt-clear",
+    "kill-mid-run",
+    "after-kill",
+    "after-kill-virtio",
+    "backend-path",
+    "path-sense-id",
+    "device-gone",
+    "mdev-removed",
+    "kernel-log",
+];
+
+#[test]
+#[ignore = "boots an s390x guest under TCG (needs root and apt, minutes): run by scripts/test.sh"]
+fn the_vfio_host_drives_vfio_ccw_in_an_s390x_guest() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let console = dir.path().join("console.log");
+    let status = Command::new(repo.join("scripts/vfio-lab.sh"))
+        .current_dir(&repo)
+        .env("VFIO_LAB_KEEP_LOG", &console)
+        .status()
+        .expect("scripts/vfio-lab.sh runs");
+    // The serial console ends its lines with CR LF.
+    let log = std::fs::read_to_string(&console)
+        .unwrap_or_default()
+        .replace('\r', "");
+    let missing: Vec<&&str> = CHECKS
+        .iter()
+        .filter(|check| !log.contains(&format!("VFIO-LAB-RESULT {check} pass\n")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "checks that did not pass in the guest: {missing:?}"
+    );
+    assert!(!log.contains(" fail\n"), "a check failed in the guest");
+    assert!(log.contains("VFIO-LAB-DONE"), "the guest did not finish");
+    assert!(status.success(), "scripts/vfio-lab.sh failed: {status}");
+}
