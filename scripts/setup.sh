@@ -10,6 +10,9 @@ command -v systemd-socket-activate >/dev/null 2>&1 || need_apt+=(systemd)
 # The operations tests validate the libvirt example with libvirt's schema.
 command -v virt-xml-validate >/dev/null 2>&1 || need_apt+=(libvirt-clients)
 command -v xmllint >/dev/null 2>&1 || need_apt+=(libxml2-utils)
+# e2fsck and debugfs check the guest's filesystem in an exported image.
+command -v debugfs >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v sha256sum >/dev/null 2>&1 || need_apt+=(coreutils)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     sudo=""

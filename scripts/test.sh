@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh machine and runs every test of vhost-user-ccw: unit tests,
 # the integration tests that drive the real backend binary over its socket,
-# the functional tests through the patched QEMU (qtest), and a build of the
+# the functional tests through the patched QEMU (qtest), the real s390x
+# Linux guests (Debian's 6.1 and 6.12 kernels under TCG), and a build of the
 # benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,11 @@ scripts/setup.sh
 # The patched QEMU for the functional tests (built once, then cached).
 VHOST_USER_CCW_QEMU=$(scripts/build-qemu.sh)
 export VHOST_USER_CCW_QEMU
+# Debian's s390x kernels with a test initramfs (fetched through apt once,
+# then cached) for tests/guest_functional.rs.
+VHOST_USER_CCW_GUEST_6_1=$(scripts/guest-kit.sh 6.1)
+VHOST_USER_CCW_GUEST_6_12=$(scripts/guest-kit.sh 6.12)
+export VHOST_USER_CCW_GUEST_6_1 VHOST_USER_CCW_GUEST_6_12
 # The integration tests run the binaries from the target directory.
 cargo build --workspace --bins
 log=$(mktemp)

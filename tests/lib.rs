@@ -5,6 +5,7 @@
 //! (`cargo build --workspace --bins` puts them there; `scripts/test.sh` does
 //! that first), or in `VHOST_USER_CCW_BIN_DIR`.
 
+pub mod guest;
 pub mod qemu;
 
 use std::path::{Path, PathBuf};

@@ -40,13 +40,20 @@ pub struct Qemu {
 /// The command line of a test machine with one vhost-user-subchannel on
 /// `backend` (device number `devno`, e.g. "fe.0.0100").
 pub fn machine_args(backend: &Path, devno: &str) -> Vec<String> {
+    vhost_user_subchannel_args(backend, devno, RAM)
+}
+
+/// An s390-ccw-virtio machine with `ram` of shared guest memory (which the
+/// device requires) and one vhost-user-subchannel on `backend`, reconnecting
+/// every 100 ms when the backend goes away.
+pub fn vhost_user_subchannel_args(backend: &Path, devno: &str, ram: &str) -> Vec<String> {
     vec![
         "-machine".into(),
         "s390-ccw-virtio,memory-backend=mem".into(),
         "-object".into(),
-        format!("memory-backend-memfd,id=mem,size={RAM},share=on"),
+        format!("memory-backend-memfd,id=mem,size={ram},share=on"),
         "-m".into(),
-        RAM.into(),
+        ram.into(),
         "-chardev".into(),
         format!("socket,id=cs0,path={},reconnect-ms=100", backend.display()),
         "-device".into(),

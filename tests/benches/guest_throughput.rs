@@ -1,0 +1,189 @@
+//! Sequential throughput of the backend's 3390 DASD against virtio-blk-ccw
+//! disks, all in the same real s390x guest run (Debian's kernel under the
+//! patched QEMU with TCG): the DASD's partition and two virtio disks holding
+//! raw copies of that partition (`image export`), one with QEMU's default
+//! cache mode and one with cache=writethrough (each write synced, as the
+//! DASD syncs at the end of each channel program). Each is read and written
+//! with `dd bs=1M` and O_DIRECT, four passes, alternating, three rounds.
+//!
+//! Run with `scripts/bench.sh guest` (it prepares QEMU and the guest kit),
+//! or set VHOST_USER_CCW_QEMU and VHOST_USER_CCW_GUEST_6_12 (or
+//! VHOST_USER_CCW_BENCH_KERNEL=6.1 and VHOST_USER_CCW_GUEST_6_1), then
+//! `cargo build --release --bins && cargo bench -p vhost-user-ccw-tests --bench guest_throughput`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use vhost_user_ccw_tests::Backend;
+use vhost_user_ccw_tests::guest::{BootSpec, Disk, Guest, Kit, field};
+
+/// 200 cylinders: 3000 tracks, 140 MiB of data area.
+const CYLINDERS: u64 = 200;
+
+/// The baselines: virtio-blk-ccw disks on raw copies of the data area.
+/// (QEMU devno, guest bus id, QEMU cache mode, label.)
+const BASELINES: [(&str, &str, &str, &str); 2] = [
+    (
+        "fe.0.0300",
+        "0.0.0300",
+        "writeback",
+        "virtio-blk, cache=writeback (QEMU's default)",
+    ),
+    (
+        "fe.0.0301",
+        "0.0.0301",
+        "writethrough",
+        "virtio-blk, cache=writethrough (every write synced)",
+    ),
+];
+
+#[derive(Debug, Default)]
+struct Totals {
+    bytes: u64,
+    read_cs: u64,
+    write_cs: u64,
+}
+
+/// MiB/s from bytes and centiseconds (the guest's /proc/uptime).
+fn mib_per_s(bytes: u64, cs: u64) -> f64 {
+    let mib = f64::from(u32::try_from(bytes >> 20).unwrap_or(u32::MAX));
+    let seconds = f64::from(u32::try_from(cs.max(1)).unwrap_or(u32::MAX)) / 100.0;
+    mib / seconds
+}
+
+impl Totals {
+    fn read(&self) -> f64 {
+        mib_per_s(self.bytes, self.read_cs)
+    }
+
+    fn write(&self) -> f64 {
+        mib_per_s(self.bytes, self.write_cs)
+    }
+}
+
+fn main() {
+    // `cargo bench` passes "--bench"; nothing else is expected.
+    let kernel: &'static str = match std::env::var("VHOST_USER_CCW_BENCH_KERNEL").as_deref() {
+        Ok("6.1") => "6.1",
+        Ok("6.12") | Err(_) => "6.12",
+        Ok(other) => panic!("VHOST_USER_CCW_BENCH_KERNEL={other}: use 6.1 or 6.12"),
+    };
+    let kit = Kit::from_env(kernel);
+    let disk = Disk::create(CYLINDERS);
+    let export = disk.export();
+    let backend = Backend::start_with_log(&disk.device(), "warn");
+    let mut qemu_args = Vec::new();
+    let mut busids = Vec::new();
+    for (i, (devno, busid, cache, _)) in BASELINES.iter().enumerate() {
+        let copy = export.with_extension(format!("virtio{i}"));
+        std::fs::copy(&export, &copy).expect("copy the exported data area");
+        qemu_args.extend([
+            "-drive".to_owned(),
+            format!(
+                "file={},if=none,id=vd{i},format=raw,cache={cache}",
+                copy.display()
+            ),
+            "-device".to_owned(),
+            format!("virtio-blk-ccw,drive=vd{i},devno={devno}"),
+        ]);
+        busids.push(*busid);
+    }
+    let virtio = format!("vuc.virtio={}", busids.join(","));
+    let guest = Guest::boot(&BootSpec {
+        kit: &kit,
+        socket: backend.socket(),
+        steps: &["modules", "online", "bench"],
+        params: &[&virtio],
+        qemu_args: &qemu_args,
+    });
+    let outcome = guest.finish(Duration::from_secs(1800));
+    outcome.assert_ok();
+    let backend_cpu = cpu_time(backend.pid());
+
+    // Guest disk name -> label.
+    let mut labels = BTreeMap::new();
+    for fact in outcome.facts("bench-disk ") {
+        let words: Vec<&str> = fact.split_whitespace().collect();
+        let (_, _, _, label) = BASELINES
+            .iter()
+            .find(|b| b.1 == words[1])
+            .expect("a baseline's bus id");
+        labels.insert(words[2].to_owned(), *label);
+    }
+    let mut totals: BTreeMap<String, Totals> = BTreeMap::new();
+    println!("kernel {kernel}, {CYLINDERS} cylinders, dd bs=1M O_DIRECT, guest /proc/uptime");
+    println!();
+    println!("| round | disk | MiB | read MiB/s | write MiB/s |");
+    println!("|---|---|---|---|---|");
+    for fact in outcome.facts("bench ") {
+        let number = |key| -> u64 {
+            field(fact, key)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in '{fact}'"))
+        };
+        let name = field(fact, "disk").expect("disk");
+        let label = labels.get(name).copied().unwrap_or("DASD (vhost-user-ccw)");
+        let (bytes, read_cs, write_cs) = (number("bytes"), number("read_cs"), number("write_cs"));
+        let total = totals.entry(label.to_owned()).or_default();
+        total.bytes += bytes;
+        total.read_cs += read_cs;
+        total.write_cs += write_cs;
+        println!(
+            "| {} | {label} | {} | {:.1} | {:.1} |",
+            number("round"),
+            bytes >> 20,
+            mib_per_s(bytes, read_cs),
+            mib_per_s(bytes, write_cs),
+        );
+    }
+    let dasd = totals
+        .get("DASD (vhost-user-ccw)")
+        .unwrap_or_else(|| panic!("no DASD results: {}", outcome.render()));
+    println!();
+    println!("| baseline | DASD read / baseline read | DASD write / baseline write |");
+    println!("|---|---|---|");
+    for (_, _, _, label) in BASELINES {
+        let base = totals
+            .get(label)
+            .unwrap_or_else(|| panic!("no results for {label}: {}", outcome.render()));
+        println!(
+            "| {label}: {:.1} / {:.1} MiB/s | **{:.2}x** ({:.1} MiB/s) | **{:.2}x** ({:.1} MiB/s) |",
+            base.read(),
+            base.write(),
+            dasd.read() / base.read(),
+            dasd.read(),
+            dasd.write() / base.write(),
+            dasd.write(),
+        );
+    }
+    println!();
+    println!("goal: DASD >= 0.8x virtio-blk");
+    println!(
+        "backend CPU time for the whole run (boot, DASD and virtio rounds): {backend_cpu:.2?}; \
+         guest run {:.2?}",
+        outcome.total
+    );
+}
+
+/// User plus system CPU time of process `pid` so far (/proc/PID/stat).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name (which may hold spaces), from field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf CLK_TCK");
+    let per_second: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("CLK_TCK");
+    Duration::from_millis(ticks * 1000 / per_second)
+}
