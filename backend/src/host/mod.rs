@@ -3,8 +3,8 @@
 //! A host subchannel is driven with the channel-subsystem functions (start,
 //! halt, clear, cancel, store, enable/disable) and reports interruptions
 //! through [`HostSubchannel::poll`], after its [`HostSubchannel::notifier`]
-//! fd became readable. `sim` emulates a subchannel and its device; `vfio`
-//! (a later addition) drives a Linux vfio-ccw device.
+//! fd became readable. `sim` emulates a subchannel and its device (a 3390
+//! DASD or a buffer device); `vfio` drives a Linux vfio-ccw device.
 
 pub mod sim;
 pub mod vfio;
