@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vhost_user_ccw_frontend::connection::{ConnectOptions, Connection};
-use vhost_user_ccw_protocol::arch::{FunctionControl, Orb, Scsw};
+use vhost_user_ccw_protocol::arch::{Ccw, CcwFlags, FunctionControl, Orb, Scsw};
 use vhost_user_ccw_protocol::wire::Request;
 
 /// Path of one of the workspace's binaries.
@@ -207,6 +207,18 @@ pub fn wait_for_path(path: &Path) {
     }
 }
 
+/// Write a format-1 CCW into the frontend's guest RAM.
+pub fn put_ccw(conn: &Connection, addr: u64, cmd: u8, flags: CcwFlags, count: u16, cda: u32) {
+    let ccw = Ccw {
+        cmd,
+        flags,
+        count,
+        cda,
+    };
+    conn.write_ram(addr, &ccw.encode_format1().expect("format-1 CCW"))
+        .expect("write the CCW");
+}
+
 /// Run a one-CCW program at 0x1000 (`cmd`, SLI, `count` bytes at 0x2000)
 /// and return its final interruption's IRB.
 pub fn run_one_ccw(
@@ -215,16 +227,8 @@ pub fn run_one_ccw(
     cmd: u8,
     count: u16,
 ) -> vhost_user_ccw_protocol::arch::Irb {
-    use vhost_user_ccw_protocol::arch::{Ccw, CcwFlags};
     use vhost_user_ccw_protocol::wire::Event;
-    let ccw = Ccw {
-        cmd,
-        flags: CcwFlags::SLI,
-        count,
-        cda: 0x2000,
-    };
-    conn.write_ram(0x1000, &ccw.encode_format1().expect("format-1 CCW"))
-        .expect("write the CCW");
+    put_ccw(conn, 0x1000, cmd, CcwFlags::SLI, count, 0x2000);
     let response = conn.request(&start(tag, 0x1000)).expect("START");
     assert_eq!(response.cc, 0, "START cc");
     match conn.wait_event(Duration::from_secs(5)).expect("eventq") {

@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vhost_user_ccw_frontend::connection::Connection;
-use vhost_user_ccw_protocol::arch::{Ccw, CcwFlags, StatusControl, SubchannelStatus};
-use vhost_user_ccw_tests::{Backend, binary, run_one_ccw, start, wait_for_path};
+use vhost_user_ccw_protocol::arch::{CcwFlags, StatusControl, SubchannelStatus};
+use vhost_user_ccw_tests::{Backend, binary, put_ccw, run_one_ccw, start, wait_for_path};
 
 /// The emulated subchannel with its byte-buffer device.
 const BUFFER_DEVICE: &str = "sim,device=buffer";
@@ -30,17 +30,6 @@ fn control(socket: &Path, command: &str) -> serde_json::Value {
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).unwrap();
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
-}
-
-fn put_ccw(conn: &Connection, addr: u64, cmd: u8, flags: CcwFlags, count: u16, cda: u32) {
-    let ccw = Ccw {
-        cmd,
-        flags,
-        count,
-        cda,
-    };
-    conn.write_ram(addr, &ccw.encode_format1().unwrap())
-        .unwrap();
 }
 
 fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {

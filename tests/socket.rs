@@ -11,26 +11,15 @@ use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo};
 use vhost_user_ccw_frontend::connection::Connection;
 use vhost_user_ccw_protocol::arch::{
-    Ccw, CcwFlags, DeviceStatus, FunctionControl, StatusControl, SubchannelStatus,
+    CcwFlags, DeviceStatus, FunctionControl, StatusControl, SubchannelStatus,
 };
 use vhost_user_ccw_protocol::wire::{
     CAP_FORMAT0_CCW, CAP_HALT_CLEAR, CAP_IDAW_FORMAT1, CAP_IDAW_FORMAT2, CONTROL_WINDOW_BASE,
     DEVICE_FEATURES, Event, ProgramErrorCode, Request, RequestType, ResponseStatus,
 };
-use vhost_user_ccw_tests::{Backend, binary, start};
+use vhost_user_ccw_tests::{Backend, binary, put_ccw, start};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-fn put_ccw(conn: &Connection, addr: u64, cmd: u8, flags: CcwFlags, count: u16, cda: u32) {
-    let ccw = Ccw {
-        cmd,
-        flags,
-        count,
-        cda,
-    };
-    conn.write_ram(addr, &ccw.encode_format1().unwrap())
-        .unwrap();
-}
 
 fn read(conn: &Connection, addr: u64, len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
