@@ -153,8 +153,6 @@ pub struct ProgramCcw {
     pub addr: u64,
     /// What it is.
     pub kind: CcwKind,
-    /// Index of the entry at `addr + 8`, when the program holds it.
-    pub sequential: Option<u32>,
 }
 
 /// A run of consecutive CCWs fetched from one guest address.
@@ -208,6 +206,17 @@ impl ChannelProgram {
             }
             _ => &[],
         }
+    }
+
+    /// Index of the entry fetched from the doubleword after entry `index`,
+    /// when the program holds it: the next entry of the same segment.
+    pub fn sequential(&self, index: usize) -> Option<usize> {
+        let next = index + 1;
+        self.segments.iter().find_map(|segment| {
+            let first = usize::try_from(segment.first).ok()?;
+            let end = first + usize::try_from(segment.len).ok()?;
+            (first <= index && next < end).then_some(next)
+        })
     }
 
     /// Follow TICs from entry `index` to the entry the channel executes.
@@ -381,6 +390,16 @@ impl IdalWindow {
         }
     }
 
+    /// The first IDAW of the IDAL at `addr`, if the window holds it.
+    #[inline]
+    fn first_idaw(&self, addr: u64, width: usize) -> Option<u64> {
+        let offset = usize::try_from(addr.checked_sub(self.base)?).ok()?;
+        if offset >= self.len || offset + width > self.len || addr % (width as u64) != 0 {
+            return None;
+        }
+        self.bytes.get(offset..offset + width).map(idaw_value)
+    }
+
     /// The IDAL at `addr` as [`IdalWindow::idal`] finds it, if the window
     /// holds all of it already.
     #[inline]
@@ -523,7 +542,6 @@ impl Builder<'_> {
         self.program.ccws.push(ProgramCcw {
             addr,
             kind: CcwKind::Check { reason },
-            sequential: None,
         });
         self.program.segments.push(Segment {
             addr,
@@ -538,7 +556,6 @@ impl Builder<'_> {
         self.program.ccws.push(ProgramCcw {
             addr,
             kind: CcwKind::Check { reason },
-            sequential: None,
         });
         self.program.ccws.len() - 1
     }
@@ -627,7 +644,6 @@ impl Builder<'_> {
                 self.push_in_segment(ProgramCcw {
                     addr,
                     kind: CcwKind::Tic { target: u32::MAX },
-                    sequential: None,
                 });
                 self.pending_tics.push((index, target, context.chained));
                 // A status modifier on the CCW before the TIC skips it (a
@@ -650,14 +666,6 @@ impl Builder<'_> {
                 None => break,
             }
         }
-        // Link every entry of the segment to its successor in storage.
-        let segment = self.program.segments.len() - 1;
-        let seg = self.program.segments[segment];
-        let first = usize::try_from(seg.first).unwrap_or(0);
-        let end = first + usize::try_from(seg.len).unwrap_or(0);
-        for i in first..end.saturating_sub(1) {
-            self.program.ccws[i].sequential = u32::try_from(i + 1).ok();
-        }
         Ok(())
     }
 
@@ -672,7 +680,6 @@ impl Builder<'_> {
         self.push_in_segment(ProgramCcw {
             addr,
             kind: CcwKind::Check { reason },
-            sequential: None,
         });
     }
 
@@ -741,29 +748,45 @@ impl Builder<'_> {
             let first_piece = pieces.len();
             let addressing = if ccw.flags.contains(CcwFlags::IDA) {
                 let idal = u64::from(ccw.cda);
-                let Some(list) = self.idals.held(idal, width, |first| {
-                    1 + ((count.saturating_sub(mode.block - (first & mask)) + mask) >> shift)
-                }) else {
+                let Some(first) = self.idals.first_idaw(idal, width) else {
                     break;
                 };
-                let mut remaining = count;
-                let mut fits = true;
-                for (n, idaw) in list.chunks_exact(width).enumerate() {
-                    let data = idaw_value(idaw);
-                    let len = remaining.min(mode.block - (data & mask));
-                    if (n > 0 && data & mask != 0) || data >= idaw_limit || !in_range(data, len) {
-                        fits = false;
+                if count <= mode.block - (first & mask) {
+                    // One IDAW: the usual 4 KiB block through an aligned
+                    // IDAW, without the IDAL walk.
+                    if first >= idaw_limit || !in_range(first, count) {
                         break;
                     }
                     pieces.push(DataPiece {
-                        addr: data,
-                        len: u32::try_from(len).unwrap_or(0),
+                        addr: first,
+                        len: u32::from(ccw.count),
                     });
-                    remaining -= len;
-                }
-                if !fits {
-                    pieces.truncate(first_piece);
-                    break;
+                } else {
+                    let Some(list) = self.idals.held(idal, width, |first| {
+                        1 + ((count - (mode.block - (first & mask)) + mask) >> shift)
+                    }) else {
+                        break;
+                    };
+                    let mut remaining = count;
+                    let mut fits = true;
+                    for (n, idaw) in list.chunks_exact(width).enumerate() {
+                        let data = idaw_value(idaw);
+                        let len = remaining.min(mode.block - (data & mask));
+                        if (n > 0 && data & mask != 0) || data >= idaw_limit || !in_range(data, len)
+                        {
+                            fits = false;
+                            break;
+                        }
+                        pieces.push(DataPiece {
+                            addr: data,
+                            len: u32::try_from(len).unwrap_or(0),
+                        });
+                        remaining -= len;
+                    }
+                    if !fits {
+                        pieces.truncate(first_piece);
+                        break;
+                    }
                 }
                 Addressing::Indirect {
                     format2: mode.format2_idaw,
@@ -793,7 +816,6 @@ impl Builder<'_> {
                     data: u32::try_from(first_piece).unwrap_or(u32::MAX)
                         ..u32::try_from(pieces.len()).unwrap_or(u32::MAX),
                 },
-                sequential: None,
             });
             taken += 1;
             chains = ccw.flags.contains(CcwFlags::CC);
@@ -901,7 +923,6 @@ impl Builder<'_> {
                 addressing,
                 data,
             },
-            sequential: None,
         });
         // CD takes precedence over CC.
         Ok(if flags.contains(CcwFlags::CD) {

@@ -87,8 +87,8 @@ fn check_program(program: &ChannelProgram, ram: &GuestRam) {
     }
     let mut designated = 0u64;
     for (i, entry) in program.ccws.iter().enumerate() {
-        if let Some(next) = entry.sequential {
-            assert!(index(next) < entries, "entry {i}: sequential out of bounds");
+        if let Some(next) = program.sequential(i) {
+            assert!(next < entries, "entry {i}: sequential out of bounds");
         }
         match &entry.kind {
             CcwKind::Tic { target } => {

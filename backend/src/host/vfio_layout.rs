@@ -1612,7 +1612,6 @@ mod tests {
                     addressing: Addressing::Direct,
                     data: 0..n,
                 },
-                sequential: None,
             }],
             segments: vec![Segment {
                 addr: 0x1000,

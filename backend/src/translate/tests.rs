@@ -55,8 +55,8 @@ fn chained_program_is_fetched_in_order() {
             len: 8
         }]
     );
-    assert_eq!(program.ccws[0].sequential, Some(1));
-    assert_eq!(program.ccws[2].sequential, None);
+    assert_eq!(program.sequential(0), Some(1));
+    assert_eq!(program.sequential(2), None);
     assert_eq!(program.data_bytes, 32);
 }
 
@@ -305,7 +305,7 @@ fn orientation_loop_keeps_the_segment_going_past_the_tic() {
     assert_eq!(program.segments.len(), 1);
     assert_eq!(program.ccws.len(), 3);
     assert_eq!(program.ccws[1].kind, CcwKind::Tic { target: 0 });
-    assert_eq!(program.ccws[1].sequential, Some(2));
+    assert_eq!(program.sequential(1), Some(2));
 }
 
 #[test]
@@ -542,7 +542,7 @@ fn status_modifier_can_skip_a_forward_tic() {
     put(&ram, 0x1010, 0x03, CcwFlags::empty(), 0, 0);
     put(&ram, 0x5000, 0x03, CcwFlags::empty(), 0, 0);
     let program = translate(&orb(0x1000), &ram).unwrap();
-    assert_eq!(program.ccws[1].sequential, Some(2));
+    assert_eq!(program.sequential(1), Some(2));
     assert_eq!(program.ccws[2].addr, 0x1010);
     // Garbage with the suspend flag after the TIC is a check point.
     put(&ram, 0x1010, 0x02, CcwFlags::S, 8, 0x2000);

@@ -499,8 +499,8 @@ fn execute_step(
         if collected > MAX_DATA_BYTES || parts.len() >= MAX_CHAIN_CCWS {
             break;
         }
-        match entry.sequential {
-            Some(next) => index = program.resolve(usize::try_from(next).unwrap_or(0)),
+        match program.sequential(index) {
+            Some(next) => index = program.resolve(next),
             None => {
                 broken_chain = Some(entry.addr + CCW_SIZE);
                 break;
@@ -633,15 +633,15 @@ fn execute_step(
         && cstat.is_empty()
         && (response.status == normal || response.status == normal | DeviceStatus::STATUS_MODIFIER);
     if chains {
-        let after = program.ccws[part.index].sequential;
+        let after = program.sequential(part.index);
         // Status modifier skips one CCW (a search that matched).
         let target = if response.status.contains(DeviceStatus::STATUS_MODIFIER) {
-            after.and_then(|i| program.ccws[usize::try_from(i).unwrap_or(0)].sequential)
+            after.and_then(|i| program.sequential(i))
         } else {
             after
         };
         match target {
-            Some(next) => step.next = Some(usize::try_from(next).unwrap_or(0)),
+            Some(next) => step.next = Some(next),
             None => {
                 let skip = u64::from(response.status.contains(DeviceStatus::STATUS_MODIFIER));
                 return Step {
