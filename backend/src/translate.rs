@@ -109,9 +109,9 @@ pub enum Addressing {
         /// Format-2 (64-bit) IDAWs.
         format2: bool,
         /// Block size in bytes (2048 or 4096).
-        block: u32,
-        /// Guest address of the IDAL.
-        idal: u64,
+        block: u16,
+        /// Guest address of the IDAL (a CCW's 31-bit data address).
+        idal: u32,
     },
 }
 
@@ -249,7 +249,7 @@ impl Mode {
 
     /// The block size as [`Addressing::Indirect`] records it.
     #[inline]
-    fn block_u32(self) -> u32 {
+    fn block_u16(self) -> u16 {
         if self.block == 2048 { 2048 } else { 4096 }
     }
 }
@@ -790,8 +790,8 @@ impl Builder<'_> {
                 }
                 Addressing::Indirect {
                     format2: mode.format2_idaw,
-                    block: mode.block_u32(),
-                    idal,
+                    block: mode.block_u16(),
+                    idal: ccw.cda,
                 }
             } else {
                 let data = u64::from(ccw.cda);
@@ -888,8 +888,8 @@ impl Builder<'_> {
             let format2 = self.mode.format2_idaw;
             Addressing::Indirect {
                 format2,
-                block: self.mode.block_u32(),
-                idal: u64::from(ccw.cda),
+                block: self.mode.block_u16(),
+                idal: ccw.cda,
             }
         } else {
             Addressing::Direct

@@ -870,7 +870,7 @@ fn guest_designator(entry: &ProgramCcw, pieces: &[DataPiece], offset: Option<u64
                 }
                 _ => 0,
             };
-            idal + index * width
+            u64::from(idal) + index * width
         }
     }
 }
