@@ -78,15 +78,31 @@ pub enum Direction {
 
 impl Direction {
     /// Direction of a command code; `None` for TIC and invalid codes.
+    #[inline]
     pub fn of(cmd: u8) -> Option<Self> {
-        match cmd & 0x0f {
-            0x00 | 0x08 => None,
-            0x04 | 0x0c => Some(Self::In),
-            low => match low & 0x03 {
-                0x01 | 0x03 => Some(Self::Out),
-                _ => Some(Self::In),
-            },
-        }
+        use Direction::{In, Out};
+        // By the low four bits: xxxx0000 invalid, xx01 write, xx10 read,
+        // xx11 control, 0100 sense, 1000 TIC, 1100 read backward. A table,
+        // because this runs for every CCW.
+        const BY_LOW_BITS: [Option<Direction>; 16] = [
+            None,
+            Some(Out),
+            Some(In),
+            Some(Out),
+            Some(In),
+            Some(Out),
+            Some(In),
+            Some(Out),
+            None,
+            Some(Out),
+            Some(In),
+            Some(Out),
+            Some(In),
+            Some(Out),
+            Some(In),
+            Some(Out),
+        ];
+        BY_LOW_BITS[usize::from(cmd & 0x0f)]
     }
 }
 

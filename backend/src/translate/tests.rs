@@ -626,3 +626,31 @@ fn common_path_leaves_a_faulty_ccw_to_the_general_path() {
     assert_eq!(check_reason(&program, 2), check::DATA_ADDRESS);
     assert_eq!(program.data_bytes, 2 * 0x1000 + 0x1000);
 }
+
+/// Directions by POPs' command-code patterns, with codes the 3390 model
+/// and Linux use.
+#[test]
+fn command_code_directions() {
+    use Direction::{In, Out};
+    let cases = [
+        (0x00, None),
+        (0x01, Some(Out)), // write
+        (0x02, Some(In)),  // read
+        (0x03, Some(Out)), // control (NOP)
+        (0x04, Some(In)),  // sense
+        (0x08, None),      // TIC
+        (0x0c, Some(In)),  // read backward
+        (0x27, Some(Out)), // PERFORM SUBSYSTEM FUNCTION
+        (0x3e, Some(In)),  // READ SUBSYSTEM DATA
+        (0x47, Some(Out)), // LOCATE RECORD
+        (0x63, Some(Out)), // DEFINE EXTENT
+        (0x85, Some(Out)), // WRITE DATA MT
+        (0x86, Some(In)),  // READ DATA MT
+        (0x88, None),      // format-0 TIC pattern
+        (0xe4, Some(In)),  // SENSE ID
+        (0xfa, Some(In)),  // READ CONFIGURATION DATA
+    ];
+    for (cmd, direction) in cases {
+        assert_eq!(Direction::of(cmd), direction, "command {cmd:#04x}");
+    }
+}
