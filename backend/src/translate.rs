@@ -499,9 +499,10 @@ fn translate_with(
         program: ChannelProgram {
             orb: *orb,
             format1: mode.format1,
-            ccws: Vec::with_capacity(16),
+            // Sized by the first segment's fetch (one allocation each).
+            ccws: Vec::new(),
             segments: Vec::with_capacity(1),
-            pieces: Vec::with_capacity(16),
+            pieces: Vec::new(),
             data_bytes: 0,
         },
         pending_tics: Vec::new(),
