@@ -45,8 +45,8 @@ log() { echo "vfio-lab: $*" >&2; }
 # guest kit's.
 RUST=1.85.0+dfsg3-1~deb12u3
 # Time the slow subchannel's device takes per CCW: the 200-CCW programs of
-# scripts/vfio-lab/*.ccw.in run for 4 s.
-SLOW_LATENCY_US=20000
+# scripts/vfio-lab/*.ccw.in run for 6 s (a margin of seconds for a slow guest).
+SLOW_LATENCY_US=30000
 
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
