@@ -7,6 +7,7 @@
 #   vuc.devno=0.0.XXXX        the DASD's ccw device (bus id)
 #   vuc.virtio=0.0.XXXX[,…]   virtio-blk-ccw disks (for bench)
 #   vuc.mib=N                 MiB that fault-io writes (default 16)
+#   vuc.run=PATH              the script of the run step (default /lab/run.sh)
 #
 # Steps:
 #   probe     list the ccw devices (bus id, cutype, devtype, online, driver)
@@ -25,6 +26,9 @@
 #   bench     sequential read and write throughput (dd bs=1M, O_DIRECT,
 #             4 passes each) of the DASD partition and of each virtio
 #             disk, alternating, three rounds
+#   run       run vuc.run, a script from an archive appended to the
+#             initramfs (scripts/vfio-lab.sh's /lab/run.sh), with busybox sh;
+#             its console output is its own, its exit status the step's
 #
 # Output on the console, one line each (console=ttysclp0 loglevel=1 keeps
 # kernel messages off it):
@@ -49,13 +53,14 @@ uptime_cs() { # uptime in hundredths of a second
     echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'
 }
 
-steps="" devno="" virtio="" mib=16
+steps="" devno="" virtio="" mib=16 run=/lab/run.sh
 for word in $(cat /proc/cmdline); do
     case "$word" in
     vuc.steps=*) steps=$(echo "${word#*=}" | tr , ' ') ;;
     vuc.devno=*) devno=${word#*=} ;;
     vuc.virtio=*) virtio=${word#*=} ;;
     vuc.mib=*) mib=${word#*=} ;;
+    vuc.run=*) run=${word#*=} ;;
     esac
 done
 say "kernel $(uname -r)"
@@ -276,9 +281,14 @@ step_bench() {
     done
 }
 
+step_run() {
+    [ -f "$run" ] || fail "no $run in the initramfs"
+    sh "$run" || fail "$run exited with $?"
+}
+
 for step in $steps; do
     case "$step" in
-    probe | modules | online | pattern | mkfs | verify | hold | bench) "step_$step" ;;
+    probe | modules | online | pattern | mkfs | verify | hold | bench | run) "step_$step" ;;
     fault-io) step_fault_io ;;
     *) fail "unknown step" ;;
     esac

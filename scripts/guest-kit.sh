@@ -5,11 +5,13 @@
 # and a small initramfs with the DASD / virtio-blk / ext2 module closure and
 # scripts/guest-init.sh as /init.
 #
-#   scripts/guest-kit.sh KERNEL [EXTRA.ko ...]
+#   scripts/guest-kit.sh KERNEL [EXTRA.ko | MODULE ...]
 #
 # KERNEL is 6.1 (bookworm's linux-image-s390x) or 6.12 (bookworm-backports').
-# EXTRA.ko are further modules (built for that kernel) to put in the
-# initramfs; they are loaded by name like the others.
+# EXTRA.ko are further modules (built for that kernel, e.g. out of tree) to
+# put in the initramfs; MODULE (a bare name) is a further module of the
+# kernel package. Both come with their dependencies and are loaded by name
+# like the others.
 #
 # Prints one directory, cached by the Debian package versions and a hash of
 # this script, guest-init.sh and the extra modules:
@@ -17,9 +19,16 @@
 #     vmlinuz      the kernel image (boot with -kernel)
 #     initrd.gz    the initramfs (boot with -initrd)
 #     release      the kernel release (uname -r)
+#     version      the Debian version of the kernel package (for headers
+#                  or source of the same build)
 #     modules      the modules in the initramfs, one name a line
 #     kernel/      the unpacked kernel package (lib/modules/RELEASE/…, boot/config-…)
 # The downloaded packages stay in …/guest-debs/.
+#
+# Files a setup needs beyond these (binaries, scripts) go into a second
+# cpio archive appended to initrd.gz (the kernel unpacks both, the later
+# one over the earlier; scripts/vfio-lab.sh does so), run by the `run` step
+# of guest-init.sh.
 #
 # Runs as root (CI does) or with sudo for the apt steps: it adds the s390x
 # foreign architecture and bookworm-backports to apt's sources if missing,
@@ -34,17 +43,26 @@ case "$kernel" in
 6.1) suite=bookworm ;;
 6.12) suite=bookworm-backports ;;
 *)
-    echo "usage: $0 6.1|6.12 [EXTRA.ko ...]" >&2
+    echo "usage: $0 6.1|6.12 [EXTRA.ko | MODULE ...]" >&2
     exit 2
     ;;
 esac
-extra=()
+extra=() named=()
 for ko in "$@"; do
-    [ -f "$ko" ] || {
-        echo "guest-kit: no such module file: $ko" >&2
+    case "$ko" in
+    *.ko)
+        [ -f "$ko" ] || {
+            echo "guest-kit: no such module file: $ko" >&2
+            exit 2
+        }
+        extra+=("$(realpath "$ko")")
+        ;;
+    *[!A-Za-z0-9_-]* | "")
+        echo "guest-kit: neither a module file (.ko) nor a module name: $ko" >&2
         exit 2
-    }
-    extra+=("$(realpath "$ko")")
+        ;;
+    *) named+=("$ko") ;;
+    esac
 done
 
 cache=${VHOST_USER_CCW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vhost-user-ccw}
@@ -138,7 +156,7 @@ image_deb=$(fetch "$image_pin")
 busybox_deb=$(fetch "$busybox_pin")
 
 key=$( (
-    echo "$image_pin $busybox_pin ${MODULES[*]}"
+    echo "$image_pin $busybox_pin ${MODULES[*]} ${named[*]:-}"
     cat "$repo/scripts/guest-kit.sh" "$repo/scripts/guest-init.sh"
     [ ${#extra[@]} -eq 0 ] || cat "${extra[@]}"
 ) | sha256sum | cut -c1-16)
@@ -204,7 +222,7 @@ add_module() {
         add_module "$dep"
     done
 }
-for m in "${MODULES[@]}"; do add_module "$m"; done
+for m in "${MODULES[@]}" ${named[@]+"${named[@]}"}; do add_module "$m"; done
 for f in ${extra[@]+"${extra[@]}"}; do add_module "$(basename "$f" .ko)"; done
 cp "$modsrc"/modules.builtin* "$modsrc/modules.order" "$root/lib/modules/$release/"
 depmod -b "$root" "$release"
@@ -214,6 +232,7 @@ mkdir -p "$tmp/out"
 mv "$tmp/initrd.gz" "$tmp/modules" "$tmp/out/"
 cp "$tmp/kernel/boot/vmlinuz-$release" "$tmp/out/vmlinuz"
 echo "$release" >"$tmp/out/release"
+echo "${image_pin#*=}" >"$tmp/out/version"
 mv "$tmp/kernel" "$tmp/out/kernel"
 rm -rf "$out"
 mv "$tmp/out" "$out"

@@ -22,9 +22,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
 # The vfio host against the real vfio-ccw driver in an s390x guest
-# (scripts/vfio-lab.sh: about 3-4 minutes on a fresh machine, 15 seconds
-# once its downloads and builds are cached). VHOST_USER_CCW_SKIP_VFIO_LAB=1
-# leaves it out.
+# (scripts/vfio-lab.sh, on the 6.12 guest kit: about 5-6 minutes on a fresh
+# machine, 15-30 seconds once its downloads and builds are cached).
+# VHOST_USER_CCW_SKIP_VFIO_LAB=1 leaves it out.
 if [ -z "${VHOST_USER_CCW_SKIP_VFIO_LAB:-}" ]; then
     cargo test -p vhost-user-ccw-tests --test vfio_lab -- --ignored 2>&1 | tee -a "$log"
 fi

@@ -1,8 +1,10 @@
 //! The `vfio` host against the real Linux vfio-ccw driver: runs
-//! scripts/vfio-lab.sh, which boots Debian's 6.12 s390x kernel (with
-//! vfio_ccw built out of tree) under TCG in the patched QEMU, binds the
-//! subchannel of a virtio-blk-ccw disk to vfio_ccw, serves the mdev with
-//! the s390x build of the backend and drives it with the frontend.
+//! scripts/vfio-lab.sh, which boots Debian's 6.12 s390x kernel (the guest
+//! kit, with vfio_ccw built out of tree) under TCG in the patched QEMU,
+//! binds two subchannels to vfio_ccw (a virtio-blk-ccw disk, and a slow
+//! `sim` device served by the host's backend through
+//! vhost-user-subchannel), serves the mdevs with the s390x build of the
+//! backend and drives them with the frontend.
 //!
 //! It needs root, apt (Debian archive) and minutes, so it is ignored by a
 //! plain `cargo test`; scripts/test.sh runs it with `--ignored`.
@@ -18,9 +20,16 @@ const CHECKS: &[&str] = &[
     "virtio",
     "virtio-legacy",
     "halt-clear",
+    "slow-setup",
+    "slow-backend",
+    "slow-sense-id",
+    "halt-running",
+    "halt-partial",
+    "clear-running",
+    "clear-partial",
     "kill-mid-run",
     "after-kill",
-    "after-kill-virtio",
+    "reopen",
     "backend-path",
     "path-sense-id",
     "device-gone",

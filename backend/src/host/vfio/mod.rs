@@ -717,6 +717,14 @@ impl VfioSubchannel {
         let mut region = [0u8; 8];
         region[..4].copy_from_slice(&command.to_ne_bytes());
         let result = retry_contended(|| device.file.write_all_at(&region, device.cmd));
+        // The lab (scripts/vfio-lab.sh) reads these lines to see a session's
+        // quiesce go through the async region.
+        let name = if command == sys::VFIO_CCW_ASYNC_CMD_HSCH {
+            "HALT"
+        } else {
+            "CLEAR"
+        };
+        log::debug!("vfio: {name} through the async region: {result:?}");
         match outcome(&result) {
             Outcome::Cc(cc) => cc,
             Outcome::Refused => {
@@ -867,6 +875,12 @@ impl HostSubchannel for VfioSubchannel {
             Ok(schib) => {
                 self.last_schib = schib;
                 if !schib.scsw.function_control.is_empty() {
+                    log::debug!(
+                        "vfio: not closing yet, a function is in progress: fc={:?} ac={:?} sc={:?}",
+                        schib.scsw.function_control,
+                        schib.scsw.activity_control,
+                        schib.scsw.status_control
+                    );
                     return Err(HostError::Busy);
                 }
             }
@@ -999,6 +1013,15 @@ impl HostSubchannel for VfioSubchannel {
                 .map(|r| &r.layout)
                 .or(self.last_layout.as_ref());
             let irb = guest_irb(irb, layout);
+            log::debug!(
+                "vfio: interruption fc={:?} ac={:?} sc={:?} cpa={:#x} count={} dstat={:?}",
+                irb.scsw.function_control,
+                irb.scsw.activity_control,
+                irb.scsw.status_control,
+                irb.scsw.cpa,
+                irb.scsw.count,
+                irb.scsw.device_status
+            );
             if irb.scsw.is_final() {
                 if let Some(running) = self.running.take() {
                     self.last_layout = Some(running.layout);
