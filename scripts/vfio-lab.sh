@@ -145,6 +145,22 @@ if [ "$(cat "$rust/.done" 2>/dev/null)" != "$RUST" ]; then
     echo "$RUST" > "$rust/.done"
 fi
 
+# --- libseccomp for s390x: the backend's seccomp filter is compiled by
+# libseccomp, linked statically here from Debian's s390x libseccomp-dev
+# (downloaded and unpacked, never installed)
+seccomp_lib="$lab/libseccomp/usr/lib/s390x-linux-gnu"
+seccomp_ver=$(apt-cache show libseccomp-dev:s390x 2>/dev/null | sed -n 's/^Version: //p' | head -n 1)
+if [ -z "$seccomp_ver" ] || [ "$(cat "$lab/libseccomp/.done" 2>/dev/null)" != "$seccomp_ver" ]; then
+    log "downloading libseccomp-dev:s390x"
+    [ -n "$seccomp_ver" ] || rm -f "$lab/.apt-updated"
+    apt_update
+    rm -rf "$lab/libseccomp" && mkdir -p "$lab/libseccomp"
+    (cd "$lab/libseccomp" && apt-get download libseccomp-dev:s390x >&2 &&
+        dpkg-deb -x libseccomp-dev_*_s390x.deb . && rm libseccomp-dev_*_s390x.deb)
+    [ -e "$seccomp_lib/libseccomp.a" ] || { log "no libseccomp.a in libseccomp-dev:s390x"; exit 1; }
+    apt-cache show libseccomp-dev:s390x | sed -n 's/^Version: //p' | head -n 1 > "$lab/libseccomp/.done"
+fi
+
 if [ "${1:-}" = prepare ]; then
     exit 0
 fi
@@ -156,6 +172,7 @@ LD_LIBRARY_PATH="$rust/root/usr/lib/x86_64-linux-gnu:$rust/root/usr/lib" \
     RUSTC="$rust/rustc" CARGO_TARGET_DIR="$lab/target" \
     CARGO_TARGET_S390X_UNKNOWN_LINUX_GNU_LINKER=s390x-linux-gnu-gcc \
     RUSTFLAGS="-C target-feature=+crt-static" \
+    LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH="$seccomp_lib" \
     cargo build --release --target s390x-unknown-linux-gnu \
     -p vhost-user-ccw -p vhost-user-ccw-frontend --bins >&2
 bin="$lab/target/s390x-unknown-linux-gnu/release"
@@ -224,7 +241,7 @@ log "booting the s390x guest (TCG) with $qemu"
 set +e
 timeout 900 "$qemu" -L /usr/share/qemu -M s390-ccw-virtio -cpu max -accel tcg -m 1024 -smp 1 \
     -nographic -no-reboot -kernel "$lab/kroot/boot/vmlinuz-$kv" -initrd "$lab/initrd.gz" \
-    -append "console=ttysclp0 panic=-1 quiet" -nic none \
+    -append "console=ttysclp0 panic=-1 quiet audit=1" -nic none \
     -drive "file=$lab/disk.raw,if=none,id=d0,format=raw" \
     -device virtio-blk-ccw,drive=d0,devno=fe.0.0005 < /dev/null > "$console" 2>&1
 qemu_rc=$?
@@ -233,7 +250,8 @@ set -e
 
 # --- verdict
 expected=(setup backend-uuid sense-id virtio virtio-legacy halt-clear kill-mid-run after-kill after-kill-virtio
-    backend-path path-sense-id device-gone mdev-removed kernel-log)
+    backend-path path-sense-id device-gone mdev-removed seccomp-default seccomp-log-clean
+    seccomp-log-records seccomp-kill kernel-log)
 failed=0
 for check in "${expected[@]}"; do
     if grep -q "^VFIO-LAB-RESULT $check pass" "$console"; then
