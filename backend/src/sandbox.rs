@@ -197,10 +197,8 @@ mod filter {
         /// (code, jt, jf, k) in native byte order.
         fn program(mode: SeccompMode) -> Vec<(u16, u8, u8, u32)> {
             let filter = build(mode).unwrap().expect("a filter");
-            let path = std::env::temp_dir().join(format!(
-                "vuc-seccomp-{}-{mode:?}.bpf",
-                std::process::id()
-            ));
+            let path = std::env::temp_dir()
+                .join(format!("vuc-seccomp-{}-{mode:?}.bpf", std::process::id()));
             filter
                 .export_bpf(std::fs::File::create(&path).unwrap())
                 .unwrap();
