@@ -106,8 +106,8 @@ pub fn lock_down(confinement: Confinement) -> Result<(), SandboxError> {
 /// The filter, compiled by libseccomp (through the `libseccomp` crate),
 /// which knows every architecture the backend runs on: one code path for
 /// x86_64 and s390x. libseccomp also adds the checks a hand-written filter
-/// tends to miss (the audit architecture, x32 system calls on x86_64, the
-/// socketcall/ipc multiplexers on s390x).
+/// tends to miss (the audit architecture first, x32 system calls on
+/// x86_64).
 mod filter {
     use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 
