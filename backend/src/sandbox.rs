@@ -144,7 +144,12 @@ mod filter {
         if !SUPPORTED {
             return Err(SandboxError::UnsupportedArch { mode });
         }
-        let mut filter = ScmpFilterContext::new(mismatch).map_err(seccomp)?;
+        // libseccomp asks the kernel whether it has the action.
+        let mut filter = ScmpFilterContext::new(mismatch).map_err(|e| {
+            seccomp(format!(
+                "{e}: the kernel must support seccomp filters with {mismatch:?} (Linux 4.14 or later)"
+            ))
+        })?;
         for &nr in allowed_syscalls() {
             filter
                 .add_rule(ScmpAction::Allow, syscall(nr)?)
