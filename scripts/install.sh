@@ -27,6 +27,11 @@ esac
 dest=${DESTDIR:-}
 bin=${VHOST_USER_CCW_BIN:-}
 if [ -z "$bin" ]; then
+    # The seccomp filter is compiled by libseccomp, linked from the system.
+    if [ ! -e /usr/include/seccomp.h ]; then
+        echo "install: building needs libseccomp's headers and library: apt-get install libseccomp-dev (or run scripts/setup.sh)" >&2
+        exit 1
+    fi
     cargo build --release --locked -p vhost-user-ccw
     bin=target/release/vhost-user-ccw
 fi

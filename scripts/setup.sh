@@ -13,6 +13,8 @@ command -v xmllint >/dev/null 2>&1 || need_apt+=(libxml2-utils)
 # e2fsck and debugfs check the guest's filesystem in an exported image.
 command -v debugfs >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v sha256sum >/dev/null 2>&1 || need_apt+=(coreutils)
+# The seccomp filter is compiled by libseccomp (the libseccomp crate links it).
+[ -e /usr/include/seccomp.h ] || need_apt+=(libseccomp-dev)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
     sudo=""

@@ -151,6 +151,22 @@ if [ "$(cat "$rust/.done" 2>/dev/null)" != "$RUST" ]; then
     echo "$RUST" > "$rust/.done"
 fi
 
+# --- libseccomp for s390x: the backend's seccomp filter is compiled by
+# libseccomp, linked statically here from Debian's s390x libseccomp-dev
+# (downloaded and unpacked, never installed)
+seccomp_lib="$lab/libseccomp/usr/lib/s390x-linux-gnu"
+seccomp_ver=$(apt-cache show libseccomp-dev:s390x 2>/dev/null | sed -n 's/^Version: //p' | head -n 1)
+if [ -z "$seccomp_ver" ] || [ "$(cat "$lab/libseccomp/.done" 2>/dev/null)" != "$seccomp_ver" ]; then
+    log "downloading libseccomp-dev:s390x"
+    [ -n "$seccomp_ver" ] || rm -f "$lab/.apt-updated"
+    apt_update
+    rm -rf "$lab/libseccomp" && mkdir -p "$lab/libseccomp"
+    (cd "$lab/libseccomp" && apt-get download libseccomp-dev:s390x >&2 &&
+        dpkg-deb -x libseccomp-dev_*_s390x.deb . && rm libseccomp-dev_*_s390x.deb)
+    [ -e "$seccomp_lib/libseccomp.a" ] || { log "no libseccomp.a in libseccomp-dev:s390x"; exit 1; }
+    apt-cache show libseccomp-dev:s390x | sed -n 's/^Version: //p' | head -n 1 > "$lab/libseccomp/.done"
+fi
+
 # --- the guest kit with the vfio modules (cached by the kit)
 kit=$(scripts/guest-kit.sh 6.12 "$ko/mdev.ko" "$ko/vfio_ccw.ko" vfio_iommu_type1)
 
@@ -166,6 +182,7 @@ LD_LIBRARY_PATH="$rust/root/usr/lib/x86_64-linux-gnu:$rust/root/usr/lib" \
     RUSTC="$rust/rustc" CARGO_TARGET_DIR="$lab/target" \
     CARGO_TARGET_S390X_UNKNOWN_LINUX_GNU_LINKER=s390x-linux-gnu-gcc \
     RUSTFLAGS="-C target-feature=+crt-static" \
+    LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH="$seccomp_lib" \
     cargo build --release --target s390x-unknown-linux-gnu \
     -p vhost-user-ccw -p vhost-user-ccw-frontend --bins >&2
 bin="$lab/target/s390x-unknown-linux-gnu/release"
@@ -227,7 +244,7 @@ timeout 900 "$qemu" -L /usr/share/qemu -nodefaults -no-reboot -display none \
     -machine s390-ccw-virtio,memory-backend=mem \
     -object memory-backend-memfd,id=mem,size=1G,share=on -m 1G \
     -kernel "$kit/vmlinuz" -initrd "$work/initrd.gz" \
-    -append "console=ttysclp0 panic=-1 loglevel=1 vuc.steps=run vuc.run=/lab/run.sh" \
+    -append "console=ttysclp0 panic=-1 loglevel=1 audit=1 vuc.steps=run vuc.run=/lab/run.sh" \
     -drive "file=$work/disk.raw,if=none,id=d0,format=raw" \
     -device virtio-blk-ccw,drive=d0,devno=fe.0.0005 \
     -chardev "socket,id=cs0,path=$work/slow.sock,reconnect-ms=100" \
@@ -243,7 +260,8 @@ set -e
 # --- verdict
 expected=(setup backend-uuid sense-id virtio virtio-legacy halt-clear
     slow-setup slow-backend slow-sense-id halt-running halt-partial clear-running clear-partial
-    kill-mid-run after-kill reopen backend-path path-sense-id device-gone mdev-removed kernel-log)
+    kill-mid-run after-kill reopen backend-path path-sense-id device-gone mdev-removed
+    seccomp-default seccomp-log-clean seccomp-log-records seccomp-kill kernel-log)
 failed=0
 for check in "${expected[@]}"; do
     if grep -q "^VFIO-LAB-RESULT $check pass" "$console"; then

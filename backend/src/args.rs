@@ -61,8 +61,7 @@ pub struct Args {
     pub control_socket: Option<PathBuf>,
 
     /// What the seccomp filter does with a system call outside the
-    /// backend's allow-list, once setup is done [default: kill; none on
-    /// architectures the filter compiler does not support yet, such as s390x].
+    /// backend's allow-list, once setup is done [default: kill].
     #[arg(long, value_enum, value_name = "MODE")]
     pub seccomp: Option<SeccompMode>,
 

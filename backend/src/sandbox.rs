@@ -7,8 +7,8 @@
 //!    directory; the PID namespace takes a fork, and the parent only waits
 //!    for the child and ends the way it ends;
 //! 2. sets no_new_privs;
-//! 3. installs the seccomp allow-list (`--seccomp`), built with seccompiler,
-//!    for every thread the backend starts afterwards.
+//! 3. installs the seccomp allow-list (`--seccomp`), compiled by
+//!    libseccomp, for every thread the backend starts afterwards.
 
 use std::path::Path;
 
@@ -57,17 +57,15 @@ pub enum SandboxError {
     /// PR_SET_NO_NEW_PRIVS failed.
     #[error("no_new_privs: {0}")]
     NoNewPrivs(std::io::Error),
-    /// The filter cannot be built for this architecture.
+    /// The backend has no allow-list for this architecture.
     #[error(
-        "--seccomp {mode:?}: seccompiler cannot build filters for this architecture yet (the allow-list of {listed} calls is ready); use --seccomp none"
+        "--seccomp {mode:?}: the backend has no system call allow-list for this architecture; use --seccomp none"
     )]
     UnsupportedArch {
         /// The mode asked for.
         mode: SeccompMode,
-        /// Size of this architecture's allow-list.
-        listed: usize,
     },
-    /// seccompiler refused the filter or the kernel refused to install it.
+    /// libseccomp refused the filter or the kernel refused to install it.
     #[error("seccomp: {0}")]
     Seccomp(String),
 }
@@ -77,8 +75,8 @@ pub enum SandboxError {
 pub struct Confinement {
     /// The namespace sandbox.
     pub sandbox: SandboxMode,
-    /// The seccomp mode; `None` for the default (kill where the filter can
-    /// be built, else no filter with a warning).
+    /// The seccomp mode; `None` for the default (kill where the backend has
+    /// an allow-list, x86_64 and s390x; else no filter with a warning).
     pub seccomp: Option<SeccompMode>,
 }
 
@@ -94,7 +92,7 @@ pub fn lock_down(confinement: Confinement) -> Result<(), SandboxError> {
         (Some(mode), _) => mode,
         (None, true) => SeccompMode::Kill,
         (None, false) => {
-            warn!("no seccomp filter: seccompiler cannot build filters for this architecture yet");
+            warn!("no seccomp filter: the backend has no allow-list for this architecture");
             SeccompMode::None
         }
     };
@@ -105,109 +103,160 @@ pub fn lock_down(confinement: Confinement) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// The filter, built with seccompiler, where seccompiler has the target.
-#[cfg(target_arch = "x86_64")]
+/// The filter, compiled by libseccomp (through the `libseccomp` crate),
+/// which knows every architecture the backend runs on: one code path for
+/// x86_64 and s390x. libseccomp also adds the checks a hand-written filter
+/// tends to miss (the audit architecture first, x32 system calls on
+/// x86_64).
 mod filter {
-    use std::collections::BTreeMap;
-
-    use seccompiler::{
-        BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-        SeccompFilter, SeccompRule, TargetArch,
-    };
+    use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
 
     use super::{SandboxError, SeccompMode, allowed_syscalls};
 
-    /// Filters can be built here.
-    pub const SUPPORTED: bool = true;
+    /// Filters can be built on every architecture the allow-list covers.
+    pub const SUPPORTED: bool = !super::ALLOWED.is_empty();
 
     /// The ioctl type byte of every VFIO request (`_IO(';', …)`).
     const VFIO_IOCTL_TYPE: u8 = b';';
 
-    fn seccomp(e: BackendError) -> SandboxError {
+    /// Only the low 32 bits of an `int` argument are defined.
+    const INT_ARG: u64 = 0xffff_ffff;
+
+    fn seccomp(e: impl std::fmt::Display) -> SandboxError {
         SandboxError::Seccomp(e.to_string())
     }
 
-    /// Compile the allow-list into a BPF program for `mode`.
-    pub fn build(mode: SeccompMode) -> Result<BpfProgram, SandboxError> {
+    fn syscall(nr: i64) -> Result<ScmpSyscall, SandboxError> {
+        i32::try_from(nr)
+            .map(ScmpSyscall::from)
+            .map_err(|_| seccomp(format!("system call number {nr} out of range")))
+    }
+
+    /// Compile the allow-list into a filter for `mode`; `None` for no
+    /// filter.
+    pub fn build(mode: SeccompMode) -> Result<Option<ScmpFilterContext>, SandboxError> {
         let mismatch = match mode {
-            SeccompMode::Kill => SeccompAction::KillProcess,
-            SeccompMode::Log => SeccompAction::Log,
-            SeccompMode::Trap => SeccompAction::Trap,
-            SeccompMode::None => return Ok(BpfProgram::new()),
+            SeccompMode::Kill => ScmpAction::KillProcess,
+            SeccompMode::Log => ScmpAction::Log,
+            SeccompMode::Trap => ScmpAction::Trap,
+            SeccompMode::None => return Ok(None),
         };
-        let mut rules: BTreeMap<i64, Vec<SeccompRule>> = allowed_syscalls()
-            .iter()
-            .map(|&nr| (nr, Vec::new()))
-            .collect();
+        if !SUPPORTED {
+            return Err(SandboxError::UnsupportedArch { mode });
+        }
+        // libseccomp asks the kernel whether it has the action.
+        let mut filter = ScmpFilterContext::new(mismatch).map_err(|e| {
+            seccomp(format!(
+                "{e}: the kernel must support seccomp filters with {mismatch:?} (Linux 4.14 or later)"
+            ))
+        })?;
+        for &nr in allowed_syscalls() {
+            filter
+                .add_rule(ScmpAction::Allow, syscall(nr)?)
+                .map_err(seccomp)?;
+        }
         // prctl only to name threads (std does it for every named thread).
-        let set_name = SeccompCondition::new(
-            0,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::Eq,
-            u64::from(libc::PR_SET_NAME.unsigned_abs()),
-        )
-        .map_err(seccomp)?;
-        rules.insert(
-            libc::SYS_prctl,
-            vec![SeccompRule::new(vec![set_name]).map_err(seccomp)?],
-        );
+        filter
+            .add_rule_conditional(
+                ScmpAction::Allow,
+                syscall(libc::SYS_prctl)?,
+                &[ScmpArgCompare::new(
+                    0,
+                    ScmpCompareOp::MaskedEqual(INT_ARG),
+                    u64::from(libc::PR_SET_NAME.unsigned_abs()),
+                )],
+            )
+            .map_err(seccomp)?;
         // ioctl only for VFIO (the vfio host opens the device, routes its
         // interrupts and maps guest RAM at session time): request type ';'.
-        let vfio_ioctl = SeccompCondition::new(
-            1,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::MaskedEq(0xff00),
-            u64::from(VFIO_IOCTL_TYPE) << 8,
-        )
-        .map_err(seccomp)?;
-        rules.insert(
-            libc::SYS_ioctl,
-            vec![SeccompRule::new(vec![vfio_ioctl]).map_err(seccomp)?],
-        );
-        let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
+        filter
+            .add_rule_conditional(
+                ScmpAction::Allow,
+                syscall(libc::SYS_ioctl)?,
+                &[ScmpArgCompare::new(
+                    1,
+                    ScmpCompareOp::MaskedEqual(0xff00),
+                    u64::from(VFIO_IOCTL_TYPE) << 8,
+                )],
+            )
             .map_err(seccomp)?;
-        BpfProgram::try_from(filter).map_err(seccomp)
+        Ok(Some(filter))
     }
 
     /// Build and install the filter for this thread and the threads it
     /// starts afterwards.
     pub fn install(mode: SeccompMode) -> Result<(), SandboxError> {
-        let program = build(mode)?;
-        seccompiler::apply_filter(&program).map_err(|e| SandboxError::Seccomp(e.to_string()))
+        match build(mode)? {
+            Some(filter) => filter.load().map_err(seccomp),
+            None => Ok(()),
+        }
     }
 
     #[cfg(test)]
     mod tests {
+        use std::io::Read;
+
         use super::*;
 
-        #[test]
-        fn filters_compile_for_every_mode() {
-            for mode in [SeccompMode::Kill, SeccompMode::Log, SeccompMode::Trap] {
-                let program = build(mode).unwrap();
-                // One check per allowed call at least, plus the arch check.
-                assert!(program.len() > allowed_syscalls().len(), "{mode:?}");
-            }
-            assert!(build(SeccompMode::None).unwrap().is_empty());
+        /// The BPF program libseccomp generates for `mode`, as
+        /// (code, jt, jf, k) in native byte order.
+        fn program(mode: SeccompMode) -> Vec<(u16, u8, u8, u32)> {
+            let filter = build(mode).unwrap().expect("a filter");
+            let path = std::env::temp_dir()
+                .join(format!("vuc-seccomp-{}-{mode:?}.bpf", std::process::id()));
+            filter
+                .export_bpf(std::fs::File::create(&path).unwrap())
+                .unwrap();
+            let mut bytes = Vec::new();
+            std::fs::File::open(&path)
+                .unwrap()
+                .read_to_end(&mut bytes)
+                .unwrap();
+            std::fs::remove_file(&path).unwrap();
+            assert_eq!(bytes.len() % 8, 0);
+            bytes
+                .chunks_exact(8)
+                .map(|i| {
+                    (
+                        u16::from_ne_bytes([i[0], i[1]]),
+                        i[2],
+                        i[3],
+                        u32::from_ne_bytes([i[4], i[5], i[6], i[7]]),
+                    )
+                })
+                .collect()
         }
-    }
-}
 
-/// seccompiler 0.5 has no s390x target (no s390x audit architecture, no
-/// big-endian argument loads; the crate is empty on big-endian targets):
-/// the allow-list below is ready for it, the filter is not.
-#[cfg(not(target_arch = "x86_64"))]
-mod filter {
-    use super::{SandboxError, SeccompMode, allowed_syscalls};
-
-    /// Filters cannot be built here.
-    pub const SUPPORTED: bool = false;
-
-    /// Refuse: an explicit `--seccomp` mode cannot be honoured.
-    pub fn install(mode: SeccompMode) -> Result<(), SandboxError> {
-        Err(SandboxError::UnsupportedArch {
-            mode,
-            listed: allowed_syscalls().len(),
-        })
+        #[test]
+        fn every_mode_compiles_to_a_program_that_checks_the_architecture() {
+            const BPF_RET_K: u16 = 0x06;
+            let native = if cfg!(target_arch = "s390x") {
+                0x8000_0016 // AUDIT_ARCH_S390X
+            } else {
+                0xc000_003e // AUDIT_ARCH_X86_64
+            };
+            for (mode, action) in [
+                (SeccompMode::Kill, 0x8000_0000_u32), // SECCOMP_RET_KILL_PROCESS
+                (SeccompMode::Log, 0x7ffc_0000),      // SECCOMP_RET_LOG
+                (SeccompMode::Trap, 0x0003_0000),     // SECCOMP_RET_TRAP
+            ] {
+                let program = program(mode);
+                // One comparison per allowed call at least.
+                assert!(program.len() > allowed_syscalls().len(), "{mode:?}");
+                // The first thing checked is the audit architecture (at
+                // offset 4 of seccomp_data).
+                assert_eq!(program[0], (0x20, 0, 0, 4), "{mode:?}: load arch");
+                assert_eq!(program[1].3, native, "{mode:?}: compare arch");
+                let returns: Vec<u32> = program
+                    .iter()
+                    .filter(|i| i.0 == BPF_RET_K)
+                    .map(|i| i.3)
+                    .collect();
+                assert!(returns.contains(&0x7fff_0000), "{mode:?}: allow");
+                assert!(returns.contains(&action), "{mode:?}: {returns:x?}");
+            }
+            assert!(build(SeccompMode::None).unwrap().is_none());
+        }
     }
 }
 
