@@ -238,12 +238,48 @@ fn seccomp_log_lets_the_call_through_and_service_goes_on() {
     }
 }
 
-fn seccomp_field(pid: u32) -> String {
+/// A field of /proc/PID/status.
+fn status_field(pid: u32, name: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_owned()))
-        .expect("Seccomp: line")
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("{name}: line in /proc/{pid}/status"))
+}
+
+fn seccomp_field(pid: u32) -> String {
+    status_field(pid, "Seccomp")
+}
+
+/// Started as root (CI runs the tests as root), the backend gives up every
+/// capability once set up and still serves; started as another user it
+/// has none to give up.
+#[test]
+fn root_drops_every_capability_after_setup() {
+    let ours = std::process::id();
+    let root = status_field(ours, "Uid").split_whitespace().nth(1) == Some("0");
+    let mut backend = Backend::start(BUFFER_DEVICE);
+    let mut conn = backend.connect();
+    conn.write_ram(0x2000, &[0x5a; 16]).unwrap();
+    let irb = run_one_ccw(&mut conn, 1, 0x01, 16); // WRITE 16
+    assert_eq!(irb.scsw.count, 0);
+    let pid = backend.pid();
+    assert_eq!(
+        status_field(pid, "Uid").split_whitespace().nth(1) == Some("0"),
+        root,
+        "same user as the test"
+    );
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let value = status_field(pid, set);
+        if root || set != "CapBnd" {
+            assert_eq!(value, "0000000000000000", "{set}");
+        }
+    }
+    assert_eq!(status_field(pid, "NoNewPrivs"), "1");
 }
 
 /// Under the default filter (kill): channel programs on two connections,

@@ -197,12 +197,6 @@ fn listen_name(listen: &Listen) -> String {
 /// the process before anything is served.
 pub fn run(config: &Config) -> Result<(), Error> {
     let operations: &Operations = &config.operations;
-    if sys::geteuid() == 0 {
-        warn!(
-            "running as root: the backend needs no privilege beyond its sockets and devices; \
-             run it as an unprivileged user (the systemd unit does)"
-        );
-    }
     let gid = operations
         .socket_group
         .as_deref()

@@ -6,8 +6,10 @@
 //!    not root), mount, network, IPC and PID, with an empty read-only root
 //!    directory; the PID namespace takes a fork, and the parent only waits
 //!    for the child and ends the way it ends;
-//! 2. sets no_new_privs;
-//! 3. installs the seccomp allow-list (`--seccomp`), compiled by
+//! 2. started as root, drops every capability (root then keeps only its
+//!    file ownership);
+//! 3. sets no_new_privs;
+//! 4. installs the seccomp allow-list (`--seccomp`), compiled by
 //!    libseccomp, for every thread the backend starts afterwards.
 
 use std::path::Path;
@@ -54,6 +56,9 @@ pub enum SandboxError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// Dropping the capabilities of root failed.
+    #[error("dropping capabilities: {0}")]
+    Capabilities(String),
     /// PR_SET_NO_NEW_PRIVS failed.
     #[error("no_new_privs: {0}")]
     NoNewPrivs(std::io::Error),
@@ -87,6 +92,7 @@ pub fn lock_down(confinement: Confinement) -> Result<(), SandboxError> {
     if confinement.sandbox == SandboxMode::Namespace {
         enter_namespaces()?;
     }
+    drop_capabilities()?;
     sys::set_no_new_privs().map_err(SandboxError::NoNewPrivs)?;
     let mode = match (confinement.seccomp, filter::SUPPORTED) {
         (Some(mode), _) => mode,
@@ -100,6 +106,33 @@ pub fn lock_down(confinement: Confinement) -> Result<(), SandboxError> {
         filter::install(mode)?;
         info!("seccomp filter installed ({mode:?} on other system calls)");
     }
+    Ok(())
+}
+
+/// Started as root, give up every capability: once set up (sockets bound,
+/// images and devices open) the backend needs none, so root keeps only its
+/// file ownership. The locked-memory limit is lifted first, while
+/// CAP_SYS_RESOURCE still allows it: without CAP_IPC_LOCK the vfio host's
+/// DMA mappings of guest RAM count against that limit.
+fn drop_capabilities() -> Result<(), SandboxError> {
+    if sys::geteuid() != 0 {
+        return Ok(());
+    }
+    if let Err(e) = sys::lift_memlock_limit() {
+        warn!("running as root: could not lift the locked-memory limit: {e}");
+    }
+    // The bounding set first (dropping from it needs CAP_SETPCAP), then
+    // what the process holds and could pass on.
+    for set in [
+        caps::CapSet::Bounding,
+        caps::CapSet::Ambient,
+        caps::CapSet::Inheritable,
+        caps::CapSet::Effective,
+        caps::CapSet::Permitted,
+    ] {
+        caps::clear(None, set).map_err(|e| SandboxError::Capabilities(format!("{set:?}: {e}")))?;
+    }
+    info!("running as root: every capability dropped");
     Ok(())
 }
 

@@ -75,6 +75,22 @@ pub fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Lift the locked-memory limit (soft and hard): the vfio host pins guest
+/// RAM for DMA, which the kernel counts against it once the process has no
+/// CAP_IPC_LOCK. Raising the hard limit needs CAP_SYS_RESOURCE.
+pub fn lift_memlock_limit() -> std::io::Result<()> {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the structure, which lives across the call.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// The real group id.
 pub fn getgid() -> u32 {
     // SAFETY: getgid has no arguments and cannot fail.
