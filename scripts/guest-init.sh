@@ -9,6 +9,7 @@
 #   vuc.dasd=0.0.XXXX[,…]     more DASDs of the same size (for bench),
 #                             set online there
 #   vuc.mib=N                 MiB that fault-io writes (default 16)
+#   vuc.rounds=N              rounds of bench (default 3)
 #
 # Steps:
 #   probe     list the ccw devices (bus id, cutype, devtype, online, driver)
@@ -26,7 +27,8 @@
 #             back every MiB whose write succeeded and compare
 #   bench     sequential read and write throughput (dd bs=1M, O_DIRECT,
 #             4 passes each) of the DASD partition, of each vuc.dasd
-#             partition and of each virtio disk, alternating, three rounds
+#             partition and of each virtio disk, alternating, vuc.rounds
+#             rounds
 #
 # Output on the console, one line each (console=ttysclp0 loglevel=1 keeps
 # kernel messages off it):
@@ -51,7 +53,7 @@ uptime_cs() { # uptime in hundredths of a second
     echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'
 }
 
-steps="" devno="" virtio="" dasds="" mib=16
+steps="" devno="" virtio="" dasds="" mib=16 rounds=3
 for word in $(cat /proc/cmdline); do
     case "$word" in
     vuc.steps=*) steps=$(echo "${word#*=}" | tr , ' ') ;;
@@ -59,6 +61,7 @@ for word in $(cat /proc/cmdline); do
     vuc.virtio=*) virtio=${word#*=} ;;
     vuc.dasd=*) dasds=${word#*=} ;;
     vuc.mib=*) mib=${word#*=} ;;
+    vuc.rounds=*) rounds=${word#*=} ;;
     esac
 done
 say "kernel $(uname -r)"
@@ -283,12 +286,14 @@ step_bench() {
         disks="$disks $vb"
     done
     count=$((dbytes / 1048576))
-    for round in 1 2 3; do
+    round=1
+    while [ $round -le "$rounds" ]; do
         for disk in $disks; do
             r=$(timed_dd if=/dev/$disk of=/dev/null count=$count iflag=direct)
             w=$(timed_dd if=/dev/zero of=/dev/$disk count=$count oflag=direct)
             say "bench round=$round disk=$disk bytes=$((PASSES * count * 1048576)) read_cs=$r write_cs=$w"
         done
+        round=$((round + 1))
     done
 }
 

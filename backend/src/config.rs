@@ -293,7 +293,7 @@ pub fn parse_device(spec: &str) -> Result<DeviceSpec, ConfigError> {
     let device = if device == "buffer" {
         if image.is_some() || geometry.is_some() || flush.is_some() {
             return Err(err(
-                "image, model, cylinders and flush are DASD options".into(),
+                "image, model, cylinders and flush are DASD options".into()
             ));
         }
         SimDevice::Buffer {

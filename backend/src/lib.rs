@@ -112,7 +112,8 @@ pub fn build_host(device: &DeviceSpec) -> Result<Box<dyn HostSubchannel>, Error>
                         dasd.geometry().cylinders(),
                         match flush {
                             FlushPolicy::Program => "program",
-                            FlushPolicy::None => "none: writes reach the host's page cache, not stable storage",
+                            FlushPolicy::None =>
+                                "none: writes reach the host's page cache, not stable storage",
                         }
                     );
                     Box::new(dasd)

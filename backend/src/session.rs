@@ -270,12 +270,13 @@ impl Session {
         };
         if usize::from(device_event) == REQUEST_QUEUE {
             self.process_requests(&vrings[REQUEST_QUEUE], &ram)?;
-            // The responses are written; let the host act on what they
-            // started, so that a short program's interruption goes out with
-            // them, then notify.
+            // Answer first: the frontend's instruction (a guest's SSCH, which
+            // holds a vCPU) waits only for the condition code, as on real
+            // hardware, not for the program it started; the guest goes on
+            // (finishing its previous request, say) while the program runs.
+            vrings[REQUEST_QUEUE].signal_used_queue()?;
             lock(&self.subchannel).host_ready();
-            self.deliver_events(&vrings[EVENT_QUEUE], &ram)?;
-            return vrings[REQUEST_QUEUE].signal_used_queue();
+            return self.deliver_events(&vrings[EVENT_QUEUE], &ram);
         }
         self.deliver_events(&vrings[EVENT_QUEUE], &ram)
     }

@@ -9,7 +9,9 @@
 //! cache, never synced: the same as flush=none) and cache=writeback (QEMU's
 //! default; dd issues no flush, so here it does what unsafe does). Each is
 //! read and written with `dd bs=1M` and O_DIRECT, four passes, alternating,
-//! three rounds.
+//! ROUNDS rounds. The machine may be shared: besides the totals, each pair's
+//! ratio is taken per round (the two disks ran back to back) and the median
+//! of those is reported, which one disturbed round does not move.
 //!
 //! Run with `scripts/bench.sh guest` (it prepares QEMU and the guest kit),
 //! or set VHOST_USER_CCW_QEMU and VHOST_USER_CCW_GUEST_6_12 (or
@@ -24,6 +26,9 @@ use vhost_user_ccw_tests::guest::{BootSpec, DASD_BUSID, Disk, Guest, Kit, field}
 
 /// 200 cylinders: 3000 tracks, 140 MiB of data area.
 const CYLINDERS: u64 = 200;
+
+/// Rounds of the guest's bench step.
+const ROUNDS: u32 = 5;
 
 const DASD_PROGRAM: &str = "DASD, flush=program (default)";
 const DASD_NONE: &str = "DASD, flush=none";
@@ -127,11 +132,12 @@ fn main() {
     }
     let virtio = format!("vuc.virtio={}", busids.join(","));
     let dasds = format!("vuc.dasd={}", DASD2.1);
+    let rounds = format!("vuc.rounds={ROUNDS}");
     let guest = Guest::boot(&BootSpec {
         kit: &kit,
         socket: backend.socket(),
         steps: &["modules", "online", "bench"],
-        params: &[&virtio, &dasds],
+        params: &[&virtio, &dasds, &rounds],
         qemu_args: &qemu_args,
     });
     let outcome = guest.finish(Duration::from_secs(1800));
@@ -156,6 +162,8 @@ fn main() {
         labels.insert(words[2].to_owned(), label);
     }
     let mut totals: BTreeMap<&str, Totals> = BTreeMap::new();
+    // (round, label) -> (read MiB/s, write MiB/s)
+    let mut per_round: BTreeMap<(u64, &str), (f64, f64)> = BTreeMap::new();
     println!("kernel {kernel}, {CYLINDERS} cylinders, dd bs=1M O_DIRECT, guest /proc/uptime");
     println!();
     println!("| round | disk | MiB | read MiB/s | write MiB/s |");
@@ -175,6 +183,10 @@ fn main() {
         total.bytes += bytes;
         total.read_cs += read_cs;
         total.write_cs += write_cs;
+        per_round.insert(
+            (number("round"), label),
+            (mib_per_s(bytes, read_cs), mib_per_s(bytes, write_cs)),
+        );
         println!(
             "| {} | {label} | {} | {:.1} | {:.1} |",
             number("round"),
@@ -189,17 +201,31 @@ fn main() {
             .unwrap_or_else(|| panic!("no results for {label}: {}", outcome.render()))
     };
     println!();
-    println!("| DASD | baseline | compares | read ratio | write ratio |");
+    println!(
+        "| DASD (total read / write) | baseline (total read / write) | compares | read ratio: median of rounds (of totals) | write ratio: median of rounds (of totals) |"
+    );
     println!("|---|---|---|---|---|");
     for (dasd_label, base_label, what) in PAIRS {
         let (dasd, base) = (total(dasd_label), total(base_label));
+        let (mut reads, mut writes) = (Vec::new(), Vec::new());
+        for round in 1..=u64::from(ROUNDS) {
+            if let (Some(d), Some(b)) = (
+                per_round.get(&(round, dasd_label)),
+                per_round.get(&(round, base_label)),
+            ) {
+                reads.push(d.0 / b.0);
+                writes.push(d.1 / b.1);
+            }
+        }
         println!(
-            "| {dasd_label}: {:.1} / {:.1} MiB/s | {base_label}: {:.1} / {:.1} MiB/s | {what} | **{:.2}x** | **{:.2}x** |",
+            "| {dasd_label}: {:.1} / {:.1} MiB/s | {base_label}: {:.1} / {:.1} MiB/s | {what} | **{:.2}x** ({:.2}x) | **{:.2}x** ({:.2}x) |",
             dasd.read(),
             dasd.write(),
             base.read(),
             base.write(),
+            median(&mut reads),
             dasd.read() / base.read(),
+            median(&mut writes),
             dasd.write() / base.write(),
         );
     }
@@ -210,6 +236,16 @@ fn main() {
          flush=none {:.2?}; guest run {:.2?}",
         backend_cpu[0], backend_cpu[1], outcome.total
     );
+}
+
+/// The median of `values` (NaN when there are none).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// User plus system CPU time of process `pid` so far (/proc/PID/stat).
