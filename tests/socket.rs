@@ -644,3 +644,58 @@ fn ccw_trace_logs_each_ccw_only_when_enabled() {
         }
     }
 }
+
+/// START is answered before its program runs: the frontend (a guest's SSCH,
+/// holding a vCPU) waits for the condition code only, as with a real
+/// channel subsystem, never for the program and the device's flush.
+#[test]
+fn start_is_answered_before_its_program_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("order.sock");
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(binary("vhost-user-ccw"))
+        .arg("--socket-path")
+        .arg(&socket)
+        .env("RUST_LOG", "ccw_trace=trace,vhost_user_ccw::session=debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut conn = Connection::connect(&socket, &Default::default()).unwrap();
+    put_ccw(
+        &conn,
+        0x1000,
+        0xe4,
+        CcwFlags::SLI | CcwFlags::CC,
+        40,
+        0x2000,
+    );
+    put_ccw(&conn, 0x1008, 0x03, CcwFlags::empty(), 0, 0);
+    assert_eq!(conn.request(&start(7, 0x1000)).unwrap().cc, 0);
+    let (_, irb) = interrupt(&mut conn);
+    assert!(irb.scsw.status_control.contains(final_status()));
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let position = |what: &str, from: usize| {
+        lines[from..]
+            .iter()
+            .position(|l| l.contains(what))
+            .map(|i| i + from)
+            .unwrap_or_else(|| panic!("no '{what}' after line {from}:\n{text}"))
+    };
+    let request = position("tag 7", 0);
+    let answered = position("requestq: responses out", request);
+    let first_ccw = position("cmd=E4", request);
+    assert!(
+        answered < first_ccw,
+        "the program ran before START was answered:\n{text}"
+    );
+}

@@ -275,6 +275,7 @@ impl Session {
             // hardware, not for the program it started; the guest goes on
             // (finishing its previous request, say) while the program runs.
             vrings[REQUEST_QUEUE].signal_used_queue()?;
+            debug!("requestq: responses out");
             lock(&self.subchannel).host_ready();
             return self.deliver_events(&vrings[EVENT_QUEUE], &ram);
         }
