@@ -6,8 +6,11 @@
 #   vuc.steps=STEP[,STEP...]  the steps, in order (below)
 #   vuc.devno=0.0.XXXX        the DASD's ccw device (bus id)
 #   vuc.virtio=0.0.XXXX[,…]   virtio-blk-ccw disks (for bench)
+#   vuc.dasd=0.0.XXXX[,…]     more DASDs of the same size (for bench),
+#                             set online there
 #   vuc.mib=N                 MiB that fault-io writes (default 16)
 #   vuc.run=PATH              the script of the run step (default /lab/run.sh)
+#   vuc.rounds=N              rounds of bench (default 3)
 #
 # Steps:
 #   probe     list the ccw devices (bus id, cutype, devtype, online, driver)
@@ -24,8 +27,9 @@
 #             first MiB ask the host to restart the backend; then read
 #             back every MiB whose write succeeded and compare
 #   bench     sequential read and write throughput (dd bs=1M, O_DIRECT,
-#             4 passes each) of the DASD partition and of each virtio
-#             disk, alternating, three rounds
+#             4 passes each) of the DASD partition, of each vuc.dasd
+#             partition and of each virtio disk, alternating, vuc.rounds
+#             rounds
 #   run       run vuc.run, a script from an archive appended to the
 #             initramfs (scripts/vfio-lab.sh's /lab/run.sh), with busybox sh;
 #             its console output is its own, its exit status the step's
@@ -53,14 +57,16 @@ uptime_cs() { # uptime in hundredths of a second
     echo "${up%.*}${up#*.}" | sed 's/^0*//;s/^$/0/'
 }
 
-steps="" devno="" virtio="" mib=16 run=/lab/run.sh
+steps="" devno="" virtio="" dasds="" mib=16 rounds=3 run=/lab/run.sh
 for word in $(cat /proc/cmdline); do
     case "$word" in
     vuc.steps=*) steps=$(echo "${word#*=}" | tr , ' ') ;;
     vuc.devno=*) devno=${word#*=} ;;
     vuc.virtio=*) virtio=${word#*=} ;;
+    vuc.dasd=*) dasds=${word#*=} ;;
     vuc.mib=*) mib=${word#*=} ;;
     vuc.run=*) run=${word#*=} ;;
+    vuc.rounds=*) rounds=${word#*=} ;;
     esac
 done
 say "kernel $(uname -r)"
@@ -256,7 +262,20 @@ step_bench() {
     dasd_block
     [ -n "$virtio" ] || fail "no vuc.virtio"
     dbytes=$(($(cat /sys/block/$block/$part/size) * 512))
+    say "bench-disk $devno $part"
     disks=$part
+    for busid in $(echo "$dasds" | tr , ' '); do
+        dev=/sys/bus/ccw/devices/$busid
+        [ -e "$dev" ] || fail "no ccw device $busid"
+        echo 1 >"$dev/online" 2>/tmp/err || fail "set $busid online: $(cat /tmp/err)"
+        wait_for 60 "$dev/block" || fail "$busid: no block device after 60 s"
+        b=$(ls -d "$dev"/block/dasd* | head -n 1)
+        wait_for 60 "$b/${b##*/}1" || fail "$busid: no partition after 60 s"
+        wait_for 10 "/dev/${b##*/}1" || fail "no /dev/${b##*/}1"
+        [ $(($(cat "$b/${b##*/}1/size") * 512)) -eq "$dbytes" ] || fail "sizes differ: $part, ${b##*/}1"
+        say "bench-disk $busid ${b##*/}1"
+        disks="$disks ${b##*/}1"
+    done
     for busid in $(echo "$virtio" | tr , ' '); do
         n=0 vb=""
         while [ -z "$vb" ] && [ $n -lt 300 ]; do
@@ -272,12 +291,14 @@ step_bench() {
         disks="$disks $vb"
     done
     count=$((dbytes / 1048576))
-    for round in 1 2 3; do
+    round=1
+    while [ $round -le "$rounds" ]; do
         for disk in $disks; do
             r=$(timed_dd if=/dev/$disk of=/dev/null count=$count iflag=direct)
             w=$(timed_dd if=/dev/zero of=/dev/$disk count=$count oflag=direct)
             say "bench round=$round disk=$disk bytes=$((PASSES * count * 1048576)) read_cs=$r write_cs=$w"
         done
+        round=$((round + 1))
     done
 }
 

@@ -464,6 +464,17 @@ fn format_track_writes_then_format_check() {
 
 #[test]
 fn writes_survive_a_backend_restart() {
+    writes_survive_a_backend_kill("");
+}
+
+/// flush=none skips the fdatasync, not the write to the file: an
+/// acknowledged write still survives the backend's death.
+#[test]
+fn writes_survive_a_backend_restart_with_flush_none() {
+    writes_survive_a_backend_kill(",flush=none");
+}
+
+fn writes_survive_a_backend_kill(options: &str) {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("disk.img");
     let out = Command::new(binary("vhost-user-ccw"))
@@ -476,7 +487,7 @@ fn writes_survive_a_backend_restart() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let spec = format!("sim,image={}", image.display());
+    let spec = format!("sim,image={}{options}", image.display());
     let socket = dir.path().join("ccw.sock");
 
     let mut backend = Backend::start_at(&socket, &spec);

@@ -633,3 +633,72 @@ fn ccw_trace_logs_each_ccw_only_when_enabled() {
         }
     }
 }
+
+/// START of a program that moves data is answered before the program runs:
+/// the frontend (a guest's SSCH, holding a vCPU) waits for the condition
+/// code only, as with a real channel subsystem, not for the transfer and
+/// the device's flush. A program of a few bytes (SENSE ID + NOP) runs first,
+/// so that its interruption goes out with the response.
+#[test]
+fn start_is_answered_before_a_data_moving_program_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("order.sock");
+    let log = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(binary("vhost-user-ccw"))
+        .arg("--socket-path")
+        .arg(&socket)
+        .args(["--device", "sim,device=buffer,size=64K"])
+        .env("RUST_LOG", "ccw_trace=trace,vhost_user_ccw::session=debug")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !socket.exists() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut conn = Connection::connect(&socket, &Default::default()).unwrap();
+    // Tag 7: SENSE ID (40 bytes) + NOP. Tag 8: READ of 32 KiB.
+    put_ccw(
+        &conn,
+        0x1000,
+        0xe4,
+        CcwFlags::SLI | CcwFlags::CC,
+        40,
+        0x2000,
+    );
+    put_ccw(&conn, 0x1008, 0x03, CcwFlags::empty(), 0, 0);
+    put_ccw(&conn, 0x1100, 0x02, CcwFlags::SLI, 0x8000, 0x10000);
+    for (tag, cpa) in [(7, 0x1000), (8, 0x1100)] {
+        assert_eq!(conn.request(&start(tag, cpa)).unwrap().cc, 0);
+        let (_, irb) = interrupt(&mut conn);
+        assert!(irb.scsw.status_control.contains(final_status()));
+    }
+    drop(conn);
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let position = |what: &str, from: usize| {
+        lines[from..]
+            .iter()
+            .position(|l| l.contains(what))
+            .map(|i| i + from)
+            .unwrap_or_else(|| panic!("no '{what}' after line {from}:\n{text}"))
+    };
+    let short = position("tag 7", 0);
+    let short_answered = position("requestq: responses out", short);
+    let short_ran = position("cmd=03", short);
+    assert!(
+        short_ran < short_answered,
+        "the short program did not run before its answer:\n{text}"
+    );
+    let long = position("tag 8", short_answered);
+    let long_answered = position("requestq: responses out", long);
+    let long_ran = position("cmd=02", long);
+    assert!(
+        long_answered < long_ran,
+        "the data-moving program ran before START was answered:\n{text}"
+    );
+}

@@ -24,9 +24,10 @@ pub struct Args {
     pub fd: Option<i32>,
 
     /// Host subchannel to mediate:
-    /// `sim[,image=PATH][,model=3390-3|3390-9|3390-27][,cylinders=N]` (an
-    /// emulated subchannel with a 3390 DASD; without `image`, on a scratch
-    /// image that vanishes at exit), `sim,device=buffer[,size=BYTES]` (with
+    /// `sim[,image=PATH][,model=3390-3|3390-9|3390-27][,cylinders=N][,flush=program|none]`
+    /// (an emulated subchannel with a 3390 DASD; without `image`, on a
+    /// scratch image that vanishes at exit; `flush=none` skips the
+    /// fdatasync at the end of each program that wrote), `sim,device=buffer[,size=BYTES]` (with
     /// the sequential buffer device), each with
     /// `[,devno=HEX][,schno=N][,chpid=HEX][,latency-us=N]`; or `vfio:UUID` /
     /// `vfio:/sys/.../UUID` (a Linux vfio-ccw mdev). Default `sim`.

@@ -8,6 +8,7 @@ use thiserror::Error;
 use crate::args::Args;
 use crate::host::sim::SimConfig;
 use crate::host::sim::ckd::Geometry;
+use crate::host::sim::ckd::dasd::FlushPolicy;
 use crate::sandbox::Confinement;
 
 /// Where the backend listens.
@@ -45,6 +46,8 @@ pub enum SimDevice {
         /// Geometry of the scratch image (with `image`, the image's
         /// header decides and this is `None`).
         geometry: Option<Geometry>,
+        /// When writes are synced to the image (`flush=program|none`).
+        flush: FlushPolicy,
     },
     /// The sequential buffer device of `size` bytes (`sim,device=buffer`).
     Buffer {
@@ -206,8 +209,8 @@ fn parse_number(value: &str) -> Option<u64> {
 }
 
 /// Parse `--device`:
-/// `sim[,image=PATH][,model=3390-3|3390-9|3390-27][,cylinders=N]` (the 3390
-/// DASD), `sim,device=buffer[,size=BYTES]` (the buffer device), each with
+/// `sim[,image=PATH][,model=3390-3|3390-9|3390-27][,cylinders=N][,flush=program|none]`
+/// (the 3390 DASD), `sim,device=buffer[,size=BYTES]` (the buffer device), each with
 /// `devno`, `schno`, `chpid` and `latency-us`.
 pub fn parse_device(spec: &str) -> Result<DeviceSpec, ConfigError> {
     let err = |reason: String| ConfigError::Device {
@@ -231,6 +234,7 @@ pub fn parse_device(spec: &str) -> Result<DeviceSpec, ConfigError> {
     let mut size = None;
     let mut image = None;
     let mut geometry = None;
+    let mut flush = None;
     let mut device = "dasd";
     for part in parts {
         let (key, value) = part
@@ -271,6 +275,13 @@ pub fn parse_device(spec: &str) -> Result<DeviceSpec, ConfigError> {
                     })?;
                 geometry = Some(Geometry::model(n).map_err(|e| err(format!("model: {e}")))?);
             }
+            "flush" => {
+                flush = Some(match value {
+                    "program" => FlushPolicy::Program,
+                    "none" => FlushPolicy::None,
+                    _ => return Err(err(format!("flush: '{value}' (expected program or none)"))),
+                });
+            }
             "cylinders" => {
                 let n = u32::try_from(number()?).map_err(|_| out_of_range())?;
                 geometry =
@@ -280,8 +291,10 @@ pub fn parse_device(spec: &str) -> Result<DeviceSpec, ConfigError> {
         }
     }
     let device = if device == "buffer" {
-        if image.is_some() || geometry.is_some() {
-            return Err(err("image, model and cylinders are DASD options".into()));
+        if image.is_some() || geometry.is_some() || flush.is_some() {
+            return Err(err(
+                "image, model, cylinders and flush are DASD options".into()
+            ));
         }
         SimDevice::Buffer {
             size: size.unwrap_or(DEFAULT_SIM_SIZE),
@@ -298,7 +311,11 @@ pub fn parse_device(spec: &str) -> Result<DeviceSpec, ConfigError> {
                     .into(),
             ));
         }
-        SimDevice::Dasd { image, geometry }
+        SimDevice::Dasd {
+            image,
+            geometry,
+            flush: flush.unwrap_or_default(),
+        }
     };
     Ok(DeviceSpec::Sim { config, device })
 }
@@ -324,7 +341,8 @@ mod tests {
                 config: SimConfig::default(),
                 device: SimDevice::Dasd {
                     image: None,
-                    geometry: None
+                    geometry: None,
+                    flush: FlushPolicy::Program
                 }
             }
         );
@@ -381,24 +399,46 @@ mod tests {
             dasd("sim,image=/var/disk.img,devno=0x190"),
             Ok(SimDevice::Dasd {
                 image: Some("/var/disk.img".into()),
-                geometry: None
+                geometry: None,
+                flush: FlushPolicy::Program
             })
         );
         assert_eq!(
             dasd("sim,model=3390-9"),
             Ok(SimDevice::Dasd {
                 image: None,
-                geometry: Some(Geometry::model(9).unwrap())
+                geometry: Some(Geometry::model(9).unwrap()),
+                flush: FlushPolicy::Program
             })
         );
         assert_eq!(
             dasd("sim,cylinders=20"),
             Ok(SimDevice::Dasd {
                 image: None,
-                geometry: Some(Geometry::with_cylinders(20).unwrap())
+                geometry: Some(Geometry::with_cylinders(20).unwrap()),
+                flush: FlushPolicy::Program
+            })
+        );
+        assert_eq!(
+            dasd("sim,image=/d.img,flush=none"),
+            Ok(SimDevice::Dasd {
+                image: Some("/d.img".into()),
+                geometry: None,
+                flush: FlushPolicy::None
+            })
+        );
+        assert_eq!(
+            dasd("sim,flush=program"),
+            Ok(SimDevice::Dasd {
+                image: None,
+                geometry: None,
+                flush: FlushPolicy::Program
             })
         );
         for bad in [
+            "sim,flush=always",
+            "sim,flush=",
+            "sim,device=buffer,flush=none",
             "sim,model=3390-4",
             "sim,model=3380-3",
             "sim,cylinders=0",

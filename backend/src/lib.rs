@@ -32,7 +32,7 @@ use vmm_sys_util::epoll::EventSet;
 use crate::config::{Config, DeviceSpec, Listen, Operations, SimDevice};
 use crate::control::Watched;
 use crate::host::sim::SimSubchannel;
-use crate::host::sim::ckd::dasd::Dasd;
+use crate::host::sim::ckd::dasd::{Dasd, FlushPolicy};
 use crate::host::sim::ckd::{CkdError, Geometry};
 use crate::host::sim::device::{BufferDevice, DeviceModel};
 use crate::host::vfio::{VfioSubchannel, VfioTarget};
@@ -95,23 +95,33 @@ pub fn build_host(device: &DeviceSpec) -> Result<Box<dyn HostSubchannel>, Error>
             let model: Box<dyn DeviceModel> = match device {
                 SimDevice::Buffer { size } => Box::new(BufferDevice::new(*size)),
                 SimDevice::Dasd {
-                    image: Some(path), ..
+                    image: Some(path),
+                    flush,
+                    ..
                 } => {
-                    let dasd = Dasd::open(path, config.devno).map_err(|source| Error::Image {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
+                    let mut dasd =
+                        Dasd::open(path, config.devno).map_err(|source| Error::Image {
+                            path: path.display().to_string(),
+                            source,
+                        })?;
+                    dasd.set_flush_policy(*flush);
                     info!(
-                        "sim {:04x}: 3390 on {} ({} cylinders)",
+                        "sim {:04x}: 3390 on {} ({} cylinders, flush={})",
                         config.devno,
                         path.display(),
-                        dasd.geometry().cylinders()
+                        dasd.geometry().cylinders(),
+                        match flush {
+                            FlushPolicy::Program => "program",
+                            FlushPolicy::None =>
+                                "none: writes reach the host's page cache, not stable storage",
+                        }
                     );
                     Box::new(dasd)
                 }
                 SimDevice::Dasd {
                     image: None,
                     geometry,
+                    flush,
                 } => {
                     let geometry = match geometry {
                         Some(g) => *g,
@@ -121,11 +131,12 @@ pub fn build_host(device: &DeviceSpec) -> Result<Box<dyn HostSubchannel>, Error>
                                 source: e.into(),
                             })?,
                     };
-                    let dasd =
+                    let mut dasd =
                         Dasd::scratch(geometry, config.devno).map_err(|source| Error::Image {
                             path: "scratch".into(),
                             source,
                         })?;
+                    dasd.set_flush_policy(*flush);
                     warn!(
                         "sim {:04x}: 3390 on a scratch CDL image of {} cylinders: NOT DURABLE, \
                          its contents vanish at exit (give image=PATH to keep them)",

@@ -27,6 +27,7 @@ use vmm_sys_util::event::{
 use crate::memory::{self, GuestRam};
 use crate::stats::SubchannelStats;
 use crate::subchannel::{Input, Subchannel};
+use crate::translate::{CcwKind, ChannelProgram};
 
 /// Epoll token of the host subchannel's notifier (after the queues and the
 /// exit event, which vhost-user-backend reserves).
@@ -270,15 +271,47 @@ impl Session {
         };
         if usize::from(device_event) == REQUEST_QUEUE {
             self.process_requests(&vrings[REQUEST_QUEUE], &ram)?;
-            // The responses are written; let the host act on what they
-            // started, so that a short program's interruption goes out with
-            // them, then notify.
+            let short = lock(&self.subchannel)
+                .start_function()
+                .is_none_or(|start| program_bytes(&start.program) <= SHORT_PROGRAM_BYTES);
+            if short {
+                // A program that moves a few bytes (SENSE ID, a NOP, the
+                // DASD's identification) is run at once, so that its
+                // interruption goes out with the responses: one
+                // notification instead of two.
+                lock(&self.subchannel).host_ready();
+                self.deliver_events(&vrings[EVENT_QUEUE], &ram)?;
+                debug!("requestq: responses out");
+                return vrings[REQUEST_QUEUE].signal_used_queue();
+            }
+            // Answer first: the frontend's instruction (a guest's SSCH, which
+            // holds a vCPU and QEMU's big lock) waits only for the condition
+            // code, as with a real channel subsystem, not for the data
+            // transfer and the device's flush; the guest goes on (finishing
+            // its previous request) while the program runs.
+            vrings[REQUEST_QUEUE].signal_used_queue()?;
+            debug!("requestq: responses out");
             lock(&self.subchannel).host_ready();
-            self.deliver_events(&vrings[EVENT_QUEUE], &ram)?;
-            return vrings[REQUEST_QUEUE].signal_used_queue();
+            return self.deliver_events(&vrings[EVENT_QUEUE], &ram);
         }
         self.deliver_events(&vrings[EVENT_QUEUE], &ram)
     }
+}
+
+/// Data bytes a program may move and still be run before its START is
+/// answered (identification and sense commands; not block I/O).
+const SHORT_PROGRAM_BYTES: usize = 256;
+
+/// The bytes the commands of `program` name in their counts.
+fn program_bytes(program: &ChannelProgram) -> usize {
+    program
+        .ccws
+        .iter()
+        .map(|ccw| match ccw.kind {
+            CcwKind::Command { count, .. } => usize::from(count),
+            CcwKind::Tic { .. } | CcwKind::Check { .. } => 0,
+        })
+        .sum()
 }
 
 /// Whether the driver wants used-buffer notifications for this queue: it

@@ -321,6 +321,23 @@ impl Done {
     }
 }
 
+/// When the device makes its writes durable (`flush=` of `--device sim`).
+/// Either way every changed track is written to the image file before the
+/// program's final status, so an acknowledged write survives a crash or
+/// kill of the backend; the policy decides whether it also survives a crash
+/// of the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// `fdatasync` before the final status of every program that wrote
+    /// (`flush=program`, the default): like QEMU's `cache=writethrough`.
+    #[default]
+    Program,
+    /// No `fdatasync` (`flush=none`): the host's page cache holds the
+    /// writes until the kernel writes them back, like QEMU's `cache=unsafe`
+    /// (Linux's dasd driver sends no flush that the device could honour).
+    None,
+}
+
 /// The emulated 3390.
 #[derive(Debug)]
 pub struct Dasd {
@@ -339,6 +356,9 @@ pub struct Dasd {
     expected_len: usize,
     /// A slot was written since the last flush.
     unsynced: bool,
+    flush_policy: FlushPolicy,
+    /// `fdatasync` calls so far.
+    syncs: u64,
     /// Suborder a PSF prepared for the next READ SUBSYSTEM DATA.
     prepared: Option<u8>,
     /// Transfer length factor of the domain the current command is in.
@@ -370,6 +390,8 @@ impl Dasd {
             spare: Vec::new(),
             expected_len: 4096,
             unsynced: false,
+            flush_policy: FlushPolicy::default(),
+            syncs: 0,
             prepared: None,
             last_tlf: None,
         }
@@ -406,6 +428,17 @@ impl Dasd {
             source,
         })?;
         Ok(Self::new(image, devno, nanos))
+    }
+
+    /// Set when writes become durable (the default: at the end of each
+    /// program that wrote).
+    pub fn set_flush_policy(&mut self, policy: FlushPolicy) {
+        self.flush_policy = policy;
+    }
+
+    /// How many times the image was synced (`fdatasync`) so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
     }
 
     /// The volume's geometry.
@@ -525,10 +558,20 @@ impl Dasd {
         Ok(())
     }
 
-    /// Make every write of the chain durable.
+    /// At the end of a chain: write the changed track to the file, and
+    /// make every write of the chain durable if the policy says so.
     fn flush(&mut self) -> Result<(), Fault> {
         self.write_back()?;
+        if self.flush_policy == FlushPolicy::Program {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// `fdatasync` the image if anything was written since the last one.
+    fn sync(&mut self) -> Result<(), Fault> {
         if self.unsynced {
+            self.syncs += 1;
             self.image.sync().map_err(|e| Fault::from_image(&e))?;
             self.unsynced = false;
         }
@@ -1205,7 +1248,8 @@ impl DeviceModel for Dasd {
     }
 
     fn reset(&mut self) {
-        if let Err(fault) = self.flush() {
+        // Whatever the policy: a reset is rare, and leaves nothing unsynced.
+        if let Err(fault) = self.write_back().and_then(|()| self.sync()) {
             log::error!("dasd: flush at reset failed: {fault:?}");
         }
         self.chain = ChainContext::default();
@@ -1215,6 +1259,15 @@ impl DeviceModel for Dasd {
 
     fn sense(&self) -> Sense {
         self.sense
+    }
+}
+
+impl Drop for Dasd {
+    /// Leave nothing unsynced when the device goes away (`flush=none`).
+    fn drop(&mut self) {
+        if let Err(fault) = self.write_back().and_then(|()| self.sync()) {
+            log::error!("dasd: flush at close failed: {fault:?}");
+        }
     }
 }
 

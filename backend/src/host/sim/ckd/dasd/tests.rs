@@ -330,6 +330,55 @@ fn write_then_read_sixteen_blocks_across_tracks_durably() {
     assert!(chain[2].data.iter().all(|&b| b == 0));
 }
 
+/// Blocks `first..first + n` as another process sees them in the image
+/// file now (a read-only open takes no lock, so the writer may still run).
+fn file_blocks(tmp: &TempImage, first: u64, n: u8) -> Vec<u8> {
+    let mut dev = Dasd::new(CkdImage::open_read_only(&tmp.path).unwrap(), 0x0190, 7);
+    let mut chain = read_chain(first, n);
+    let r = run(&mut dev, &mut chain);
+    assert!(r.iter().all(|r| r.status == OK), "{r:?}");
+    chain[2..].iter().flat_map(|c| c.data.clone()).collect()
+}
+
+#[test]
+fn flush_program_syncs_once_per_program_that_wrote() {
+    let (tmp, mut dev) = cdl_dasd("flush-program");
+    assert_eq!(dev.syncs(), 0);
+    let data = pattern(30, 0x33);
+    // 30 blocks over three tracks: one sync for the program, not per track.
+    let mut chain = rw_chain(5, 30, 0x80, 0x01, 0x85, Some(&data));
+    let r = run(&mut dev, &mut chain);
+    assert!(r.iter().all(|r| r.status == OK), "{r:?}");
+    assert_eq!(dev.syncs(), 1);
+    assert_eq!(file_blocks(&tmp, 5, 30), data);
+    // A program that only reads syncs nothing.
+    let mut chain = read_chain(5, 30);
+    run(&mut dev, &mut chain);
+    assert_eq!(dev.syncs(), 1);
+    let mut chain = rw_chain(40, 2, 0x80, 0x01, 0x85, Some(&data[..2 * 4096]));
+    run(&mut dev, &mut chain);
+    assert_eq!(dev.syncs(), 2);
+}
+
+#[test]
+fn flush_none_writes_the_file_before_the_final_status_without_syncing() {
+    let (tmp, mut dev) = cdl_dasd("flush-none");
+    dev.set_flush_policy(FlushPolicy::None);
+    let data = pattern(30, 0x6C);
+    let mut chain = rw_chain(5, 30, 0x80, 0x01, 0x85, Some(&data));
+    let r = run(&mut dev, &mut chain);
+    assert!(r.iter().all(|r| r.status == OK), "{r:?}");
+    // Acknowledged: every track is in the file (a crash of this process
+    // loses nothing), and nothing was synced.
+    assert_eq!(file_blocks(&tmp, 5, 30), data);
+    assert_eq!(dev.syncs(), 0);
+    // A reset (CLEAR) leaves nothing unsynced, whatever the policy.
+    dev.reset();
+    assert_eq!(dev.syncs(), 1);
+    dev.reset();
+    assert_eq!(dev.syncs(), 1);
+}
+
 #[test]
 fn read_past_the_extent_is_file_protected() {
     let (_tmp, mut dev) = cdl_dasd("extent");
