@@ -262,7 +262,7 @@ fn seccomp_field(pid: u32) -> String {
 fn root_drops_every_capability_after_setup() {
     let ours = std::process::id();
     let root = status_field(ours, "Uid").split_whitespace().nth(1) == Some("0");
-    let mut backend = Backend::start(BUFFER_DEVICE);
+    let backend = Backend::start(BUFFER_DEVICE);
     let mut conn = backend.connect();
     conn.write_ram(0x2000, &[0x5a; 16]).unwrap();
     let irb = run_one_ccw(&mut conn, 1, 0x01, 16); // WRITE 16
