@@ -27,7 +27,6 @@ use vmm_sys_util::event::{
 use crate::memory::{self, GuestRam};
 use crate::stats::SubchannelStats;
 use crate::subchannel::{Input, Subchannel};
-use crate::translate::{CcwKind, ChannelProgram};
 
 /// Epoll token of the host subchannel's notifier (after the queues and the
 /// exit event, which vhost-user-backend reserves).
@@ -273,7 +272,7 @@ impl Session {
             self.process_requests(&vrings[REQUEST_QUEUE], &ram)?;
             let short = lock(&self.subchannel)
                 .start_function()
-                .is_none_or(|start| program_bytes(&start.program) <= SHORT_PROGRAM_BYTES);
+                .is_none_or(|start| start.program.data_bytes <= SHORT_PROGRAM_BYTES);
             if short {
                 // A program that moves a few bytes (SENSE ID, a NOP, the
                 // DASD's identification) is run at once, so that its
@@ -300,19 +299,7 @@ impl Session {
 
 /// Data bytes a program may move and still be run before its START is
 /// answered (identification and sense commands; not block I/O).
-const SHORT_PROGRAM_BYTES: usize = 256;
-
-/// The bytes the commands of `program` name in their counts.
-fn program_bytes(program: &ChannelProgram) -> usize {
-    program
-        .ccws
-        .iter()
-        .map(|ccw| match ccw.kind {
-            CcwKind::Command { count, .. } => usize::from(count),
-            CcwKind::Tic { .. } | CcwKind::Check { .. } => 0,
-        })
-        .sum()
-}
+const SHORT_PROGRAM_BYTES: u64 = 256;
 
 /// Whether the driver wants used-buffer notifications for this queue: it
 /// sets VIRTQ_AVAIL_F_NO_INTERRUPT while it will look at the queue anyway
