@@ -60,7 +60,17 @@ impl Backend {
     pub fn start_on_cpu(device: &str, log: &str, cpu: Option<usize>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("ccw.sock");
-        let mut backend = Self::spawn(&socket, device, log, cpu, &[]);
+        let mut backend = Self::spawn(&socket, device, log, cpu, &[], None);
+        backend._dir = Some(dir);
+        backend
+    }
+
+    /// Start the backend with the given `RUST_LOG` filter, its standard
+    /// error going to the file `stderr` (tests that read its log).
+    pub fn start_logging_to(device: &str, log: &str, stderr: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("ccw.sock");
+        let mut backend = Self::spawn(&socket, device, log, None, &[], Some(stderr));
         backend._dir = Some(dir);
         backend
     }
@@ -69,7 +79,7 @@ impl Backend {
     pub fn start_with_args(device: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("ccw.sock");
-        let mut backend = Self::spawn(&socket, device, "debug", None, extra);
+        let mut backend = Self::spawn(&socket, device, "debug", None, extra, None);
         backend._dir = Some(dir);
         backend
     }
@@ -78,10 +88,17 @@ impl Backend {
     pub fn start_at(socket: &Path, device: &str) -> Self {
         // A stale socket file would look like a listening backend.
         let _ = std::fs::remove_file(socket);
-        Self::spawn(socket, device, "debug", None, &[])
+        Self::spawn(socket, device, "debug", None, &[], None)
     }
 
-    fn spawn(socket: &Path, device: &str, log: &str, cpu: Option<usize>, extra: &[&str]) -> Self {
+    fn spawn(
+        socket: &Path,
+        device: &str,
+        log: &str,
+        cpu: Option<usize>,
+        extra: &[&str],
+        stderr: Option<&Path>,
+    ) -> Self {
         let mut command = match cpu {
             Some(cpu) => {
                 let mut taskset = Command::new("taskset");
@@ -93,16 +110,18 @@ impl Backend {
             }
             None => Command::new(binary("vhost-user-ccw")),
         };
-        let child = command
+        command
             .arg("--socket-path")
             .arg(socket)
             .arg("--device")
             .arg(device)
             .args(extra)
             .env("RUST_LOG", log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn vhost-user-ccw");
+            .stdin(Stdio::null());
+        if let Some(path) = stderr {
+            command.stderr(std::fs::File::create(path).expect("create the log file"));
+        }
+        let child = command.spawn().expect("spawn vhost-user-ccw");
         let backend = Self {
             child,
             socket: socket.to_path_buf(),

@@ -586,21 +586,10 @@ fn two_subchannels_in_one_process_are_independent() {
 fn ccw_trace_logs_each_ccw_only_when_enabled() {
     for enabled in [true, false] {
         let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("trace.sock");
         let log = dir.path().join("stderr.log");
-        let mut child = std::process::Command::new(binary("vhost-user-ccw"))
-            .arg("--socket-path")
-            .arg(&socket)
-            .env("RUST_LOG", if enabled { "ccw_trace=trace" } else { "info" })
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + WAIT;
-        while !socket.exists() {
-            assert!(std::time::Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let mut conn = Connection::connect(&socket, &Default::default()).unwrap();
+        let filter = if enabled { "ccw_trace=trace" } else { "info" };
+        let mut backend = Backend::start_logging_to("sim", filter, &log);
+        let mut conn = backend.connect();
         put_ccw(
             &conn,
             0x1000,
@@ -614,8 +603,7 @@ fn ccw_trace_logs_each_ccw_only_when_enabled() {
         interrupt(&mut conn);
         drop(conn);
         std::thread::sleep(Duration::from_millis(100));
-        let _ = child.kill();
-        let _ = child.wait();
+        backend.kill();
         let text = std::fs::read_to_string(&log).unwrap();
         let lines: Vec<_> = text.lines().filter(|l| l.contains("ccw_trace")).collect();
         if enabled {
@@ -642,22 +630,13 @@ fn ccw_trace_logs_each_ccw_only_when_enabled() {
 #[test]
 fn start_is_answered_before_a_data_moving_program_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("order.sock");
     let log = dir.path().join("stderr.log");
-    let mut child = std::process::Command::new(binary("vhost-user-ccw"))
-        .arg("--socket-path")
-        .arg(&socket)
-        .args(["--device", "sim,device=buffer,size=64K"])
-        .env("RUST_LOG", "ccw_trace=trace,vhost_user_ccw::session=debug")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    while !socket.exists() {
-        assert!(std::time::Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let mut conn = Connection::connect(&socket, &Default::default()).unwrap();
+    let mut backend = Backend::start_logging_to(
+        "sim,device=buffer,size=64K",
+        "ccw_trace=trace,vhost_user_ccw::session=debug",
+        &log,
+    );
+    let mut conn = backend.connect();
     // Tag 7: SENSE ID (40 bytes) + NOP. Tag 8: READ of 32 KiB.
     put_ccw(
         &conn,
@@ -676,8 +655,7 @@ fn start_is_answered_before_a_data_moving_program_runs() {
     }
     drop(conn);
     std::thread::sleep(Duration::from_millis(100));
-    let _ = child.kill();
-    let _ = child.wait();
+    backend.kill();
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     let position = |what: &str, from: usize| {
