@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use vhost_user_ccw_tests::{Backend, binary};
+use vhost_user_ccw_tests::{Backend, binary, succeeded};
 
 fn frontend(socket: &Path, script: &Path) -> Output {
     Command::new(binary("vhost-user-ccw-frontend"))
@@ -24,11 +24,7 @@ fn demo_script_reports_the_identity_and_the_data_read_back() {
     // The demo runs on the default device: the 3390 on a scratch image.
     let backend = Backend::start("sim");
     let out = frontend(backend.socket(), &repo_file("examples/demo.ccw"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], true);
     assert_eq!(

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use vhost_user_ccw_tests::{Backend, binary};
+use vhost_user_ccw_tests::{Backend, binary, succeeded};
 
 /// Runs `script` through the frontend tool and asserts that every
 /// expectation held; returns the report.
@@ -482,11 +482,7 @@ fn writes_survive_a_backend_kill(options: &str) {
         .arg(&image)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let spec = format!("sim,image={}{options}", image.display());
     let socket = dir.path().join("ccw.sock");
 
@@ -541,11 +537,7 @@ fn image_file_holds(image: &Path, block: u64, seed: u8) -> bool {
         .arg(&raw)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let data = std::fs::read(&raw).unwrap();
     let at = usize::try_from(block).unwrap() * 4096;
     data[at..at + 4096].iter().all(|&b| b == fill(block, seed))

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use vhost_user_ccw_tests::binary;
+use vhost_user_ccw_tests::{binary, succeeded};
 
 fn image(args: &[&str], paths: &[&Path]) -> Output {
     Command::new(binary("vhost-user-ccw"))
@@ -12,15 +12,6 @@ fn image(args: &[&str], paths: &[&Path]) -> Output {
         .args(paths)
         .output()
         .expect("run vhost-user-ccw image")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn failed(out: &Output) -> String {
@@ -51,10 +42,10 @@ fn create_import_export_info() {
         &["create", "--cylinders", "10", "--volser", "lnx042"],
         &[&img],
     );
-    ok(&out);
+    succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("formatting: 100%"));
 
-    let info = ok(&image(&["info"], &[&img]));
+    let info = succeeded(&image(&["info"], &[&img]));
     assert!(info.contains("cylinders: 10"), "{info}");
     assert!(info.contains("volser: LNX042"), "{info}");
     assert!(
@@ -65,10 +56,10 @@ fn create_import_export_info() {
     let data = pattern(DATA_BYTES - 12_345, 7);
     let raw = dir.path().join("in.raw");
     std::fs::write(&raw, &data).unwrap();
-    ok(&image(&["import"], &[&img, &raw]));
+    succeeded(&image(&["import"], &[&img, &raw]));
 
     let back = dir.path().join("out.raw");
-    ok(&image(&["export"], &[&img, &back]));
+    succeeded(&image(&["export"], &[&img, &back]));
     let exported = std::fs::read(&back).unwrap();
     assert_eq!(exported.len(), DATA_BYTES);
     assert_eq!(&exported[..data.len()], &data[..]);
@@ -87,7 +78,7 @@ fn errors_are_reported() {
     assert!(err.contains("unknown 3390 model 5"), "{err}");
     assert!(!img.exists());
 
-    ok(&image(&["create", "--cylinders", "2"], &[&img]));
+    succeeded(&image(&["create", "--cylinders", "2"], &[&img]));
     let err = failed(&image(&["create", "--cylinders", "2"], &[&img]));
     assert!(err.contains("create"), "{err}");
 

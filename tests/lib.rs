@@ -226,6 +226,17 @@ pub fn wait_for_path(path: &Path) {
     }
 }
 
+/// The standard output of a finished command that must have succeeded
+/// (its standard error is the panic message if it did not).
+pub fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Write a format-1 CCW into the frontend's guest RAM.
 pub fn put_ccw(conn: &Connection, addr: u64, cmd: u8, flags: CcwFlags, count: u16, cda: u32) {
     let ccw = Ccw {

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use vhost_user_ccw_frontend::connection::Connection;
 use vhost_user_ccw_protocol::arch::{CcwFlags, StatusControl, SubchannelStatus};
-use vhost_user_ccw_tests::{Backend, binary, put_ccw, run_one_ccw, start, wait_for_path};
+use vhost_user_ccw_tests::{
+    Backend, binary, put_ccw, run_one_ccw, start, succeeded, wait_for_path,
+};
 
 /// The emulated subchannel with its byte-buffer device.
 const BUFFER_DEVICE: &str = "sim,device=buffer";
@@ -520,11 +522,7 @@ fn install_places_everything_and_the_descriptor_agrees() {
         .env("VHOST_USER_CCW_BIN", binary("vhost-user-ccw"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let root = stage.path().join("opt/vuc");
     let bin = root.join("bin/vhost-user-ccw");
     assert!(std::fs::metadata(&bin).unwrap().permissions().mode() & 0o111 != 0);

@@ -61,22 +61,30 @@ pub fn vhost_user_subchannel_args(backend: &Path, devno: &str, ram: &str) -> Vec
     ]
 }
 
+/// The patched QEMU under the qtest accelerator, with Debian's firmware,
+/// no display and no default devices; the caller adds the rest.
+pub fn qtest_command() -> Command {
+    let mut command = Command::new(qemu_binary());
+    command.args([
+        "-L",
+        "/usr/share/qemu",
+        "-accel",
+        "qtest",
+        "-display",
+        "none",
+        "-nodefaults",
+    ]);
+    command
+}
+
 impl Qemu {
     /// Start QEMU with `args` (the machine) under qtest.
     pub fn start(args: &[String]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("qtest.sock");
         let listener = UnixListener::bind(&socket).expect("bind qtest socket");
-        let mut child = Command::new(qemu_binary())
-            .args([
-                "-L",
-                "/usr/share/qemu",
-                "-accel",
-                "qtest",
-                "-display",
-                "none",
-            ])
-            .args(["-nodefaults", "-serial", "none", "-monitor", "none"])
+        let mut child = qtest_command()
+            .args(["-serial", "none", "-monitor", "none"])
             .arg("-qtest")
             .arg(format!("unix:{}", socket.display()))
             .args(args)

@@ -2,14 +2,13 @@
 //! real backend, driven through qtest channel-subsystem commands, with no
 //! guest CPU. Checks the IRBs and the bytes in guest memory.
 
-use std::process::Command;
 use std::time::Duration;
 
 use vhost_user_ccw_protocol::arch::{
     Ccw, CcwFlags, DeviceStatus, FunctionControl, Orb, StatusControl, SubchannelStatus,
 };
 use vhost_user_ccw_tests::Backend;
-use vhost_user_ccw_tests::qemu::{Qemu, machine_args, qemu_binary};
+use vhost_user_ccw_tests::qemu::{Qemu, machine_args, qtest_command};
 
 const DEVNO: u16 = 0x0100;
 const WAIT: Duration = Duration::from_secs(10);
@@ -257,16 +256,8 @@ fn missing_socket_and_private_ram_are_clean_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nobody.sock");
     let run = |args: &[&str]| {
-        Command::new(qemu_binary())
-            .args([
-                "-L",
-                "/usr/share/qemu",
-                "-accel",
-                "qtest",
-                "-display",
-                "none",
-            ])
-            .args(["-nodefaults", "-machine", "s390-ccw-virtio"])
+        qtest_command()
+            .args(["-machine", "s390-ccw-virtio"])
             .args(args)
             .output()
             .unwrap()

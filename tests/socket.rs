@@ -579,6 +579,13 @@ fn two_subchannels_in_one_process_are_independent() {
     let _ = child.wait();
 }
 
+/// A two-CCW program at 0x1000: SENSE ID (40 bytes to 0x2000, SLI)
+/// command-chained to a NOP.
+fn put_sense_id_and_nop(conn: &Connection) {
+    put_ccw(conn, 0x1000, 0xe4, CcwFlags::SLI | CcwFlags::CC, 40, 0x2000);
+    put_ccw(conn, 0x1008, 0x03, CcwFlags::empty(), 0, 0);
+}
+
 /// The opt-in CCW trace logs every executed CCW with its command, flags,
 /// count, data area and resulting status; without RUST_LOG=ccw_trace=trace
 /// it logs nothing.
@@ -590,15 +597,7 @@ fn ccw_trace_logs_each_ccw_only_when_enabled() {
         let filter = if enabled { "ccw_trace=trace" } else { "info" };
         let mut backend = Backend::start_logging_to("sim", filter, &log);
         let mut conn = backend.connect();
-        put_ccw(
-            &conn,
-            0x1000,
-            0xe4,
-            CcwFlags::SLI | CcwFlags::CC,
-            40,
-            0x2000,
-        );
-        put_ccw(&conn, 0x1008, 0x03, CcwFlags::empty(), 0, 0);
+        put_sense_id_and_nop(&conn);
         assert_eq!(conn.request(&start(1, 0x1000)).unwrap().cc, 0);
         interrupt(&mut conn);
         drop(conn);
@@ -638,15 +637,7 @@ fn start_is_answered_before_a_data_moving_program_runs() {
     );
     let mut conn = backend.connect();
     // Tag 7: SENSE ID (40 bytes) + NOP. Tag 8: READ of 32 KiB.
-    put_ccw(
-        &conn,
-        0x1000,
-        0xe4,
-        CcwFlags::SLI | CcwFlags::CC,
-        40,
-        0x2000,
-    );
-    put_ccw(&conn, 0x1008, 0x03, CcwFlags::empty(), 0, 0);
+    put_sense_id_and_nop(&conn);
     put_ccw(&conn, 0x1100, 0x02, CcwFlags::SLI, 0x8000, 0x10000);
     for (tag, cpa) in [(7, 0x1000), (8, 0x1100)] {
         assert_eq!(conn.request(&start(tag, cpa)).unwrap().cc, 0);
