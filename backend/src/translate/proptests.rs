@@ -1270,9 +1270,9 @@ proptest! {
 }
 
 // ---------------------------------------------------------------------------
-// Discrepancies the reference found in the translator, as minimal programs.
-// Each fails today; they are ignored so that the suite stays green, and are
-// meant to be un-ignored by the fix.
+// Discrepancies the reference found in the translator, as minimal programs
+// (`known_discrepancy_*`). Each failed when it was found; all are fixed, and
+// the tests stay as regression guards for them.
 
 /// Run a hand-written format-1 program at 0x1000, over memory filled with
 /// 0x5a plus `data`, in both worlds.
