@@ -12,6 +12,7 @@ pub mod control;
 pub mod host;
 pub mod image_tool;
 pub mod instance;
+pub mod mapped_file;
 pub mod memory;
 pub mod sandbox;
 pub mod session;

@@ -3,6 +3,10 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::mapped_file::MappedFile;
 
 use super::track::{SLOT_SIZE, TRACK_CAPACITY, TRACK_HEADER_LEN, Track, crc32};
 use super::view::TrackView;
@@ -24,10 +28,22 @@ pub struct CkdImage {
     path: PathBuf,
     geometry: Geometry,
     writable: bool,
+    /// The whole file, mapped for reads ([`CkdImage::map_for_reads`]).
+    map: Option<Arc<MappedFile>>,
+    /// One bit per track: its slot's checksum was verified since the image
+    /// was opened (or we wrote the slot). A torn slot, which the checksum
+    /// is there to catch, can only come from a write cut short before the
+    /// image was opened, so a slot is verified once, not at every read.
+    verified: Vec<AtomicU64>,
 }
 
-fn io_err(context: String) -> impl FnOnce(std::io::Error) -> CkdError {
-    move |source| CkdError::Io { context, source }
+/// The error of a failed I/O call; the context is formatted only then (the
+/// read path calls this for every track).
+fn io_err(context: impl FnOnce() -> String) -> impl FnOnce(std::io::Error) -> CkdError {
+    move |source| CkdError::Io {
+        context: context(),
+        source,
+    }
 }
 
 fn slot_size() -> u64 {
@@ -109,23 +125,19 @@ impl CkdImage {
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(io_err(format!("create {shown}")))?;
-        if !crate::sys::try_lock_exclusive(&file).map_err(io_err(format!("lock {shown}")))? {
+            .map_err(io_err(|| format!("create {shown}")))?;
+        if !crate::sys::try_lock_exclusive(&file).map_err(io_err(|| format!("lock {shown}")))? {
             return Err(CkdError::InUse(shown));
         }
         let mut page = vec![0; 4096];
         page[..HEADER_SIZE].copy_from_slice(&encode_header(&geometry));
         file.write_all_at(&page, 0)
-            .map_err(io_err(format!("write header of {shown}")))?;
+            .map_err(io_err(|| format!("write header of {shown}")))?;
         file.set_len(Self::file_size(&geometry))
-            .map_err(io_err(format!("size {shown}")))?;
-        file.sync_all().map_err(io_err(format!("sync {shown}")))?;
-        Ok(Self {
-            file,
-            path,
-            geometry,
-            writable: true,
-        })
+            .map_err(io_err(|| format!("size {shown}")))?;
+        file.sync_all()
+            .map_err(io_err(|| format!("sync {shown}")))?;
+        Ok(Self::opened(file, path, geometry, true))
     }
 
     /// Opens an image for reading and writing, validating its header and
@@ -145,17 +157,17 @@ impl CkdImage {
             .read(true)
             .write(writable)
             .open(path)
-            .map_err(io_err(format!("open {shown}")))?;
+            .map_err(io_err(|| format!("open {shown}")))?;
         // One writer at a time: two processes serving or changing one
         // image would overwrite each other's tracks.
         if writable
-            && !crate::sys::try_lock_exclusive(&file).map_err(io_err(format!("lock {shown}")))?
+            && !crate::sys::try_lock_exclusive(&file).map_err(io_err(|| format!("lock {shown}")))?
         {
             return Err(CkdError::InUse(shown));
         }
         let actual = file
             .metadata()
-            .map_err(io_err(format!("stat {shown}")))?
+            .map_err(io_err(|| format!("stat {shown}")))?
             .len();
         if actual < DATA_OFFSET {
             return Err(CkdError::Truncated {
@@ -165,7 +177,7 @@ impl CkdImage {
         }
         let mut header = [0; HEADER_SIZE];
         file.read_exact_at(&mut header, 0)
-            .map_err(io_err(format!("read header of {shown}")))?;
+            .map_err(io_err(|| format!("read header of {shown}")))?;
         let geometry = decode_header(&header)?;
         let expected = Self::file_size(&geometry);
         if actual < expected {
@@ -174,12 +186,76 @@ impl CkdImage {
         if actual > expected {
             return Err(CkdError::SizeMismatch { expected, actual });
         }
-        Ok(Self {
+        Ok(Self::opened(file, path.to_path_buf(), geometry, writable))
+    }
+
+    fn opened(file: File, path: PathBuf, geometry: Geometry, writable: bool) -> Self {
+        let words = usize::try_from(geometry.tracks().div_ceil(64)).unwrap_or(0);
+        Self {
             file,
-            path: path.to_path_buf(),
+            path,
             geometry,
             writable,
-        })
+            map: None,
+            verified: (0..words).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Map the image so that reads take records straight from the host's
+    /// page cache (one copy into guest memory instead of a read into a
+    /// buffer and a copy). Without a mapping (this failed, or a page-in
+    /// failed since) tracks are read with pread.
+    pub fn map_for_reads(&mut self) {
+        let mapped = usize::try_from(Self::file_size(&self.geometry))
+            .map_err(std::io::Error::other)
+            .and_then(|len| MappedFile::map(&self.file, len));
+        match mapped {
+            Ok(map) => self.map = Some(Arc::new(map)),
+            Err(e) => log::warn!(
+                "{}: not mapped ({e}); tracks are read with pread",
+                self.path.display()
+            ),
+        }
+    }
+
+    /// Whether the data read from the mapping since the last call is good:
+    /// false when a page could not be loaded (an I/O error of the host's
+    /// disk, or the file truncated behind our lock), which read as zeros.
+    /// The mapping is given up then; later reads use pread and see the
+    /// error themselves.
+    pub fn mapped_reads_good(&mut self) -> Result<(), CkdError> {
+        match &self.map {
+            Some(map) if map.take_fault() => {
+                self.map = None;
+                Err(CkdError::PageIn(self.path.display().to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn track_verified(&self, track: u64) -> bool {
+        let (word, bit) = Self::verified_bit(track);
+        self.verified
+            .get(word)
+            .is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0)
+    }
+
+    fn set_verified(&self, track: u64, verified: bool) {
+        let (word, bit) = Self::verified_bit(track);
+        if let Some(w) = self.verified.get(word) {
+            if verified {
+                w.fetch_or(bit, Ordering::Relaxed);
+            } else {
+                w.fetch_and(!bit, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn verified_bit(track: u64) -> (usize, u64) {
+        (
+            usize::try_from(track / 64).unwrap_or(usize::MAX),
+            1 << (track % 64),
+        )
     }
 
     /// The volume's geometry.
@@ -198,11 +274,13 @@ impl CkdImage {
     }
 
     fn slot_offset(&self, cyl: u16, head: u16) -> Result<u64, CkdError> {
-        let track = self
-            .geometry
+        Ok(DATA_OFFSET + self.track_number(cyl, head)? * slot_size())
+    }
+
+    fn track_number(&self, cyl: u16, head: u16) -> Result<u64, CkdError> {
+        self.geometry
             .track_index(cyl, head)
-            .ok_or(CkdError::NoSuchTrack { cyl, head })?;
-        Ok(DATA_OFFSET + track * slot_size())
+            .ok_or(CkdError::NoSuchTrack { cyl, head })
     }
 
     /// Reads and parses the track at (`cyl`, `head`). A torn or corrupted
@@ -215,10 +293,9 @@ impl CkdImage {
         let mut slot = vec![0; SLOT_SIZE];
         self.file
             .read_exact_at(&mut slot, offset)
-            .map_err(io_err(format!(
-                "read track {cyl}/{head} of {}",
-                self.path.display()
-            )))?;
+            .map_err(io_err(|| {
+                format!("read track {cyl}/{head} of {}", self.path.display())
+            }))?;
         Track::decode_slot(&slot, cyl, head).map_err(|source| CkdError::Track { cyl, head, source })
     }
 
@@ -237,14 +314,23 @@ impl CkdImage {
         mut buffer: Vec<u8>,
         expected: usize,
     ) -> Result<TrackView, CkdError> {
+        let track = self.track_number(cyl, head)?;
         let offset = self.slot_offset(cyl, head)?;
+        let checksum = !self.track_verified(track);
+        let track_error = |source| CkdError::Track { cyl, head, source };
+        if let Some(map) = &self.map {
+            let at = usize::try_from(offset).unwrap_or(usize::MAX);
+            let view = TrackView::parse_mapped(Arc::clone(map), at, cyl, head, checksum)
+                .map_err(track_error)?;
+            self.set_verified(track, true);
+            return Ok(view);
+        }
         let read = |buf: &mut [u8], at: usize| {
             self.file
                 .read_exact_at(buf, offset + u64::try_from(at).unwrap_or(u64::MAX))
-                .map_err(io_err(format!(
-                    "read track {cyl}/{head} of {}",
-                    self.path.display()
-                )))
+                .map_err(io_err(|| {
+                    format!("read track {cyl}/{head} of {}", self.path.display())
+                }))
         };
         buffer.resize(SLOT_SIZE, 0);
         let first = expected.clamp(TRACK_HEADER_LEN, SLOT_SIZE);
@@ -263,7 +349,9 @@ impl CkdImage {
             read(&mut buffer[first..need], first)?;
         }
         buffer[need..].fill(0);
-        TrackView::parse(buffer, cyl, head).map_err(|source| CkdError::Track { cyl, head, source })
+        let view = TrackView::parse(buffer, cyl, head).map_err(track_error)?;
+        self.set_verified(track, true);
+        Ok(view)
     }
 
     /// Writes a (sealed) slot in one positioned write, without flushing.
@@ -276,13 +364,7 @@ impl CkdImage {
         if !self.writable {
             return Err(CkdError::ReadOnly);
         }
-        let offset = self.slot_offset(cyl, head)?;
-        self.file
-            .write_all_at(view.slot(), offset)
-            .map_err(io_err(format!(
-                "write track {cyl}/{head} of {}",
-                self.path.display()
-            )))
+        self.write_slot(cyl, head, view.slot())
     }
 
     /// Writes the track at (`cyl`, `head`) durably: the whole slot in one
@@ -299,23 +381,29 @@ impl CkdImage {
         if !self.writable {
             return Err(CkdError::ReadOnly);
         }
-        let offset = self.slot_offset(cyl, head)?;
         let slot = track
             .encode_slot(cyl, head)
             .map_err(|source| CkdError::Track { cyl, head, source })?;
-        self.file
-            .write_all_at(&slot, offset)
-            .map_err(io_err(format!(
-                "write track {cyl}/{head} of {}",
-                self.path.display()
-            )))
+        self.write_slot(cyl, head, &slot)
+    }
+
+    /// Store a whole (checksummed) slot in one positioned write. A failed
+    /// write may have left the slot torn: it is verified again when read.
+    fn write_slot(&self, cyl: u16, head: u16, slot: &[u8]) -> Result<(), CkdError> {
+        let track = self.track_number(cyl, head)?;
+        let offset = self.slot_offset(cyl, head)?;
+        let written = self.file.write_all_at(slot, offset);
+        self.set_verified(track, written.is_ok());
+        written.map_err(io_err(|| {
+            format!("write track {cyl}/{head} of {}", self.path.display())
+        }))
     }
 
     /// Flushes written tracks to the file (fdatasync).
     pub fn sync(&self) -> Result<(), CkdError> {
         self.file
             .sync_data()
-            .map_err(io_err(format!("sync {}", self.path.display())))
+            .map_err(io_err(|| format!("sync {}", self.path.display())))
     }
 }
 

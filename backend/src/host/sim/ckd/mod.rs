@@ -167,6 +167,11 @@ pub enum CkdError {
         /// Actual file size.
         actual: u64,
     },
+    /// Part of the mapped image could not be loaded while a program read
+    /// it (an I/O error of the host's disk, or the file truncated by
+    /// another process): the bytes handed out were zeros.
+    #[error("{0}: part of the image could not be read (host I/O error or truncated file)")]
+    PageIn(String),
     /// A track address outside the volume.
     #[error("no track at cylinder {cyl} head {head}")]
     NoSuchTrack {
@@ -210,7 +215,8 @@ impl CkdError {
     /// Whether a device should report this as a data check: the track's
     /// contents are damaged (torn write, corruption), not the request.
     pub fn is_data_check(&self) -> bool {
-        matches!(self, Self::Track { source, .. } if !matches!(source,
+        matches!(self, Self::PageIn(_))
+            || matches!(self, Self::Track { source, .. } if !matches!(source,
             TrackError::MissingR0(_)
                 | TrackError::KeyTooLong { .. }
                 | TrackError::DataTooLong { .. }

@@ -197,7 +197,7 @@ impl Track {
     /// Parses a slot read from track (`cyl`, `head`): size, checksum, home
     /// address and record layout are checked.
     pub(crate) fn decode_slot(slot: &[u8], cyl: u16, head: u16) -> Result<Self, TrackError> {
-        let records = super::view::locate(slot, cyl, head)?
+        let records = super::view::locate(slot, cyl, head, true)?
             .into_iter()
             .map(|span| {
                 let c = span.count;

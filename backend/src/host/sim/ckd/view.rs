@@ -1,7 +1,11 @@
 //! A track slot as read from the image, with its records located in place
-//! (the device's read path: no record is copied out of the slot).
+//! (the device's read path: no record is copied out of the slot, which is
+//! the image's mapping itself when the image is mapped).
 
 use std::ops::Range;
+use std::sync::Arc;
+
+use crate::mapped_file::MappedFile;
 
 use super::track::{
     COUNT_LEN, MAX_TRACK_BYTES, SLOT_SIZE, TRACK_HEADER_LEN, Track, TrackError, crc32,
@@ -36,8 +40,37 @@ impl RecordSpan {
 /// A whole slot and its records.
 #[derive(Debug, Clone)]
 pub struct TrackView {
-    slot: Vec<u8>,
+    slot: Slot,
     records: Vec<RecordSpan>,
+}
+
+/// Where a view's slot bytes are.
+#[derive(Debug, Clone)]
+enum Slot {
+    /// Read into (or built in) memory of its own.
+    Owned(Vec<u8>),
+    /// In the image's mapping, `SLOT_SIZE` bytes from `offset`.
+    Mapped { map: Arc<MappedFile>, offset: usize },
+}
+
+impl Slot {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Owned(bytes) => bytes,
+            Self::Mapped { map, offset } => &map.bytes()[*offset..*offset + SLOT_SIZE],
+        }
+    }
+
+    /// The bytes, copied out of the mapping first if they are there.
+    fn owned(&mut self) -> &mut Vec<u8> {
+        if let Self::Mapped { .. } = self {
+            *self = Self::Owned(self.bytes().to_vec());
+        }
+        match self {
+            Self::Owned(bytes) => bytes,
+            Self::Mapped { .. } => unreachable!("copied out above"),
+        }
+    }
 }
 
 fn le_u32(b: &[u8]) -> u32 {
@@ -45,16 +78,22 @@ fn le_u32(b: &[u8]) -> u32 {
 }
 
 /// The records of a slot read from track (`cyl`, `head`), checked as
-/// [`Track::decode_slot`] documents: size, checksum, home address, record
+/// [`Track::decode_slot`] documents: size, checksum (unless `checksum` is
+/// false: the caller verified this slot before), home address, record
 /// layout. An all-zero slot is an unformatted track (no records).
-pub(crate) fn locate(slot: &[u8], cyl: u16, head: u16) -> Result<Vec<RecordSpan>, TrackError> {
+pub(crate) fn locate(
+    slot: &[u8],
+    cyl: u16,
+    head: u16,
+    checksum: bool,
+) -> Result<Vec<RecordSpan>, TrackError> {
     if slot.len() != SLOT_SIZE {
         return Err(TrackError::Malformed("slot has the wrong size"));
     }
     if slot.iter().all(|&b| b == 0) {
         return Ok(Vec::new());
     }
-    if le_u32(&slot[0..4]) != crc32(&slot[4..]) {
+    if checksum && le_u32(&slot[0..4]) != crc32(&slot[4..]) {
         return Err(TrackError::Checksum);
     }
     let found_cyl = u16::from_le_bytes([slot[4], slot[5]]);
@@ -109,8 +148,31 @@ pub(crate) fn locate(slot: &[u8], cyl: u16, head: u16) -> Result<Vec<RecordSpan>
 impl TrackView {
     /// Checks and indexes `slot`, read from track (`cyl`, `head`).
     pub fn parse(slot: Vec<u8>, cyl: u16, head: u16) -> Result<Self, TrackError> {
-        let records = locate(&slot, cyl, head)?;
-        Ok(Self { slot, records })
+        let records = locate(&slot, cyl, head, true)?;
+        Ok(Self {
+            slot: Slot::Owned(slot),
+            records,
+        })
+    }
+
+    /// Indexes the slot of track (`cyl`, `head`) at `offset` of the image's
+    /// mapping, in place; with `checksum`, verifies it first.
+    pub(crate) fn parse_mapped(
+        map: Arc<MappedFile>,
+        offset: usize,
+        cyl: u16,
+        head: u16,
+        checksum: bool,
+    ) -> Result<Self, TrackError> {
+        let slot = map
+            .bytes()
+            .get(offset..offset.saturating_add(SLOT_SIZE))
+            .ok_or(TrackError::Malformed("slot outside the image"))?;
+        let records = locate(slot, cyl, head, checksum)?;
+        Ok(Self {
+            slot: Slot::Mapped { map, offset },
+            records,
+        })
     }
 
     /// The slot of `track` at (`cyl`, `head`).
@@ -125,12 +187,12 @@ impl TrackView {
 
     /// Key field of record `i`.
     pub fn key(&self, i: usize) -> &[u8] {
-        &self.slot[self.records[i].key.clone()]
+        &self.slot.bytes()[self.records[i].key.clone()]
     }
 
     /// Data field of record `i`.
     pub fn data(&self, i: usize) -> &[u8] {
-        &self.slot[self.records[i].data.clone()]
+        &self.slot.bytes()[self.records[i].data.clone()]
     }
 
     /// Key and data fields of record `i`, to update in place (lengths
@@ -138,15 +200,16 @@ impl TrackView {
     pub fn key_data_mut(&mut self, i: usize) -> (&mut [u8], &mut [u8]) {
         let key = self.records[i].key.clone();
         let data = self.records[i].data.clone();
-        let (front, back) = self.slot.split_at_mut(data.start);
+        let (front, back) = self.slot.owned().split_at_mut(data.start);
         (&mut front[key], &mut back[..data.len()])
     }
 
     /// Recompute the checksum after in-place updates.
     pub fn seal(&mut self) {
         if !self.records.is_empty() {
-            let crc = crc32(&self.slot[4..]);
-            self.slot[0..4].copy_from_slice(&crc.to_le_bytes());
+            let slot = self.slot.owned();
+            let crc = crc32(&slot[4..]);
+            slot[0..4].copy_from_slice(&crc.to_le_bytes());
         }
     }
 
@@ -175,12 +238,15 @@ impl TrackView {
 
     /// The slot bytes, as stored.
     pub fn slot(&self) -> &[u8] {
-        &self.slot
+        self.slot.bytes()
     }
 
-    /// Give the slot buffer back for reuse.
+    /// Give the slot buffer back for reuse (none for a mapped slot).
     pub fn into_slot(self) -> Vec<u8> {
-        self.slot
+        match self.slot {
+            Slot::Owned(bytes) => bytes,
+            Slot::Mapped { .. } => Vec::new(),
+        }
     }
 }
 

@@ -372,7 +372,8 @@ fn be16(b: &[u8]) -> u16 {
 impl Dasd {
     /// A 3390 over `image` with device number `devno`; `serial` tells
     /// volumes apart in the configuration data.
-    pub fn new(image: CkdImage, devno: u16, serial: u32) -> Self {
+    pub fn new(mut image: CkdImage, devno: u16, serial: u32) -> Self {
+        image.map_for_reads();
         let identity = DasdIdentity {
             geometry: image.geometry(),
             devno,
@@ -523,6 +524,9 @@ impl Dasd {
                     self.expected_len,
                 )
                 .map_err(|e| Fault::from_image(&e))?;
+            if let Err(e) = self.image.mapped_reads_good() {
+                return Err(Fault::from_image(&e));
+            }
             // Tracks of a volume tend to be laid out alike.
             self.expected_len = view.used_len();
             self.cached = Some(Cached {
@@ -1238,7 +1242,16 @@ impl DeviceModel for Dasd {
     fn chain_ended(&mut self) -> DeviceStatus {
         self.chain = ChainContext::default();
         self.prepared = None;
-        match self.flush() {
+        let flushed = self.flush();
+        // Records went from the mapping to the guest after the device
+        // handed them out: a page that failed to load meanwhile made them
+        // zeros, which the program must not end as if it had read them.
+        if let Err(e) = self.image.mapped_reads_good() {
+            self.cached = None;
+            self.set_sense(Fault::from_image(&e));
+            return DeviceStatus::UNIT_CHECK;
+        }
+        match flushed {
             Ok(()) => DeviceStatus::empty(),
             Err(fault) => {
                 self.set_sense(fault);
