@@ -63,6 +63,17 @@ pub enum InPlace<'a> {
     Done(DeviceResponse, [&'a [u8]; 3]),
 }
 
+/// The answer of [`DeviceModel::write_in_place`].
+#[derive(Debug)]
+pub enum OutPlace<'a> {
+    /// Not taken in place: nothing happened.
+    No,
+    /// Executed: the channel stores the bytes it offers into the fields,
+    /// one after the other (zeros where it offers fewer), and the command
+    /// ends with the response.
+    Into(DeviceResponse, [&'a mut [u8]; 2]),
+}
+
 /// A device behind a simulated subchannel.
 pub trait DeviceModel: Send {
     /// SENSE ID data.
@@ -87,6 +98,15 @@ pub trait DeviceModel: Send {
     /// [`DeviceModel::execute`].
     fn read_in_place(&mut self, _cmd: u8, _len: usize, _chaining: Chaining) -> InPlace<'_> {
         InPlace::No
+    }
+    /// Execute an output command of `len` bytes whose data the device
+    /// stores in memory it holds, handing out that memory (up to two
+    /// consecutive fields, such as a record's key and data) for the channel
+    /// to fill: one copy less on the write path. [`OutPlace::No`] (the
+    /// default) means that the command has not been executed and goes to
+    /// [`DeviceModel::execute`].
+    fn write_in_place(&mut self, _cmd: u8, _len: usize, _chaining: Chaining) -> OutPlace<'_> {
+        OutPlace::No
     }
     /// Selective reset (CLEAR SUBCHANNEL): drop contingent state.
     fn reset(&mut self);

@@ -24,7 +24,7 @@ use vhost_user_ccw_protocol::arch::{
 };
 use vmm_sys_util::timerfd::TimerFd;
 
-use self::device::{Chaining, DeviceModel, InPlace};
+use self::device::{Chaining, DeviceModel, InPlace, OutPlace};
 use super::{HostCc, HostError, HostEvent, HostSubchannel, Identity};
 use crate::memory::GuestRam;
 use crate::translate::{CCW_SIZE, CcwKind, ChannelProgram, Direction, MAX_DATA_BYTES};
@@ -509,26 +509,6 @@ fn execute_step(
     }
     let total: usize = parts.iter().map(|p| usize::from(p.count)).sum();
     let pci = parts.iter().any(|p| p.flags.contains(CcwFlags::PCI));
-    if direction == Direction::Out {
-        buffer.clear();
-        buffer.resize(total, 0);
-        let mut at = 0;
-        for part in parts.iter() {
-            // A part without pieces (NOP, zero count) offers zeros.
-            let mut done = 0;
-            for piece in program.data(part.index) {
-                let len = usize::try_from(piece.len).unwrap_or(0);
-                if ram
-                    .read(piece.addr, &mut buffer[at + done..at + done + len])
-                    .is_err()
-                {
-                    return channel_data_check(part);
-                }
-                done += len;
-            }
-            at += usize::from(part.count);
-        }
-    }
     let last = &parts[parts.len() - 1];
     let chaining = Chaining {
         first: opens_program,
@@ -536,8 +516,8 @@ fn execute_step(
             && last.flags.contains(CcwFlags::CC)
             && !last.flags.contains(CcwFlags::CD),
     };
-    let in_place = if direction == Direction::In {
-        match device.read_in_place(cmd, total, chaining) {
+    let in_place = match direction {
+        Direction::In => match device.read_in_place(cmd, total, chaining) {
             InPlace::Done(response, fields) => {
                 let transferred = response.length.min(total);
                 if let Err(part) = scatter(program, ram, parts, &fields, transferred) {
@@ -546,18 +526,30 @@ fn execute_step(
                 Some(response)
             }
             InPlace::No => None,
-        }
-    } else {
-        None
+        },
+        Direction::Out => match device.write_in_place(cmd, total, chaining) {
+            OutPlace::Into(response, mut fields) => {
+                if let Err(part) = gather(program, ram, parts, &mut fields) {
+                    return channel_data_check(part);
+                }
+                Some(response)
+            }
+            OutPlace::No => None,
+        },
     };
     let response = match in_place {
         Some(response) => response,
         None => {
-            if direction != Direction::Out {
-                // Zeroed, so that no byte of an earlier command can reach
-                // the guest whatever the device answers.
-                buffer.clear();
-                buffer.resize(total, 0);
+            // Zeroed, so that no byte of an earlier command can reach the
+            // guest (or the device, past what the channel offers) whatever
+            // the device answers.
+            buffer.clear();
+            buffer.resize(total, 0);
+            if direction == Direction::Out {
+                if let Err(part) = gather(program, ram, parts, &mut [&mut buffer[..total], &mut []])
+                {
+                    return channel_data_check(part);
+                }
             }
             let response = device.execute(cmd, &mut buffer[..total], chaining);
             if direction == Direction::In {
@@ -679,6 +671,74 @@ fn scatter<'p>(
         at += usize::from(part.count);
     }
     Ok(())
+}
+
+/// Fill the concatenated `fields` with the bytes the command's CCWs offer
+/// from guest memory, in order (a part without pieces, such as a NOP or a
+/// zero count, offers zeros), and zeros past the last byte offered.
+fn gather<'p>(
+    program: &ChannelProgram,
+    ram: &GuestRam,
+    parts: &'p [Part],
+    fields: &mut [&mut [u8]; 2],
+) -> Result<(), &'p Part> {
+    let capacity = fields[0].len() + fields[1].len();
+    let mut at = 0usize;
+    for part in parts {
+        let mut done = 0usize;
+        for piece in program.data(part.index) {
+            let len = usize::try_from(piece.len).unwrap_or(0);
+            let n = len.min(capacity.saturating_sub(at + done));
+            if n > 0 && fill_fields(ram, piece.addr, fields, at + done, n).is_err() {
+                return Err(part);
+            }
+            done += len;
+        }
+        // Bytes a part designates but does not fill stay zero.
+        let end = (at + usize::from(part.count)).min(capacity);
+        zero_fields(fields, (at + done).min(end), end);
+        at += usize::from(part.count);
+    }
+    zero_fields(fields, at.min(capacity), capacity);
+    Ok(())
+}
+
+/// Copy `n` bytes from guest address `addr` to offset `to` of the
+/// concatenated `fields`.
+fn fill_fields(
+    ram: &GuestRam,
+    mut addr: u64,
+    fields: &mut [&mut [u8]; 2],
+    mut to: usize,
+    mut n: usize,
+) -> Result<(), crate::memory::RamError> {
+    for field in fields.iter_mut() {
+        if n == 0 {
+            break;
+        }
+        if to >= field.len() {
+            to -= field.len();
+            continue;
+        }
+        let take = (field.len() - to).min(n);
+        ram.read(addr, &mut field[to..to + take])?;
+        addr += u64::try_from(take).unwrap_or(u64::MAX);
+        n -= take;
+        to = 0;
+    }
+    Ok(())
+}
+
+/// Zero bytes `from..to` of the concatenated `fields`.
+fn zero_fields(fields: &mut [&mut [u8]; 2], mut from: usize, mut to: usize) {
+    for field in fields.iter_mut() {
+        let len = field.len();
+        if from < len {
+            field[from..to.min(len)].fill(0);
+        }
+        from = from.saturating_sub(len);
+        to = to.saturating_sub(len);
+    }
 }
 
 /// Copy `n` bytes from offset `from` of the concatenated `fields` to

@@ -22,7 +22,7 @@ use super::cdl::format_cdl;
 use super::identity::{self, DasdIdentity};
 use super::track::{COUNT_LEN, MAX_TRACK_BYTES, crc32};
 use super::{CkdError, CkdImage, Geometry, Record, Track, TrackView};
-use crate::host::sim::device::{Chaining, DeviceModel, DeviceResponse, InPlace};
+use crate::host::sim::device::{Chaining, DeviceModel, DeviceResponse, InPlace, OutPlace};
 
 /// Channel command codes of the 3390 (shared/reference/eckd.md).
 pub mod cmd {
@@ -1017,6 +1017,13 @@ impl Dasd {
         self.last_tlf
     }
 
+    /// An in-place write that failed before taking data: unit check.
+    fn write_failed(&mut self, code: u8, fault: Fault) -> OutPlace<'static> {
+        log::debug!("dasd: command {code:02X} failed: {fault:?}");
+        self.set_sense(fault);
+        OutPlace::Into(DeviceResponse::unit_check(), [&mut [], &mut []])
+    }
+
     /// WRITE DATA / WRITE KEY AND DATA: replace the fields of an existing
     /// record, whose layout must be what the Locate Record announced.
     fn update_write(
@@ -1025,6 +1032,20 @@ impl Dasd {
         data: &[u8],
         multitrack: bool,
     ) -> Result<Done, Fault> {
+        let (r, wanted) = self.prepare_update(with_key, multitrack)?;
+        let [key, record] = self
+            .update_fields(r, with_key)
+            .ok_or(Fault::EquipmentCheck)?;
+        fill(key, data.get(..key.len().min(data.len())).unwrap_or_default());
+        let at = key.len().min(data.len());
+        fill(record, data.get(at..).unwrap_or_default());
+        Done::len(wanted)
+    }
+
+    /// Orient to the record an update write replaces and check it against
+    /// the Locate Record: its index in the cached track (marked changed)
+    /// and how many bytes its fields take.
+    fn prepare_update(&mut self, with_key: bool, multitrack: bool) -> Result<(usize, usize), Fault> {
         if self.chain.current_op != Some(op::WRITE_DATA) {
             return Err(Fault::Reject(Reject::InvalidSequence));
         }
@@ -1032,8 +1053,7 @@ impl Dasd {
         self.orient = Orient::Data(r);
         let tlf = self.domain_tlf();
         let cached = self.current()?;
-        let view = cached.view()?;
-        let span = &view.records()[r];
+        let span = &cached.view()?.records()[r];
         let wanted = if with_key {
             span.key_len() + span.data_len()
         } else {
@@ -1042,18 +1062,22 @@ impl Dasd {
         if tlf.is_some_and(|t| usize::from(t) != wanted) || r == 0 {
             return Err(Fault::InvalidTrackFormat);
         }
-        let (key, record) = view.key_data_mut(r);
-        let mut at = 0;
-        if with_key {
-            fill(
-                key,
-                data.get(..key.len().min(data.len())).unwrap_or_default(),
-            );
-            at = key.len();
-        }
-        fill(record, data.get(at.min(data.len())..).unwrap_or_default());
         cached.dirty = true;
-        Done::len(wanted)
+        Ok((r, wanted))
+    }
+
+    /// The fields of record `r` of the cached track that an update write
+    /// replaces: the key (empty without `with_key`) and the data.
+    fn update_fields(&mut self, r: usize, with_key: bool) -> Option<[&mut [u8]; 2]> {
+        let Some(Cached {
+            content: Content::View(view),
+            ..
+        }) = &mut self.cached
+        else {
+            return None;
+        };
+        let (key, data) = view.key_data_mut(r);
+        Some([if with_key { key } else { &mut key[..0] }, data])
     }
 
     /// WRITE CKD: a new record after the current one; the rest of the
@@ -1236,6 +1260,31 @@ impl DeviceModel for Dasd {
                 InPlace::Done(response, [key, data, &[]])
             }
             Err(_) => InPlace::Done(DeviceResponse::unit_check(), [&[], &[], &[]]),
+        }
+    }
+
+    fn write_in_place(&mut self, code: u8, _len: usize, chaining: Chaining) -> OutPlace<'_> {
+        // The write path of every block: WRITE DATA and WRITE KEY AND DATA
+        // take the record's fields straight into the track cache.
+        let with_key = match code & !cmd::MT {
+            cmd::WRITE_DATA => false,
+            cmd::WRITE_KD => true,
+            _ => return OutPlace::No,
+        };
+        if chaining.first {
+            self.chain = ChainContext::default();
+        }
+        self.prologue(code);
+        if let Err(fault) = self.enter_domain(code, chaining) {
+            return self.write_failed(code, fault);
+        }
+        let (r, wanted) = match self.prepare_update(with_key, code & cmd::MT != 0) {
+            Ok(found) => found,
+            Err(fault) => return self.write_failed(code, fault),
+        };
+        match self.update_fields(r, with_key) {
+            Some(fields) => OutPlace::Into(DeviceResponse::done(wanted), fields),
+            None => OutPlace::Into(DeviceResponse::unit_check(), [&mut [], &mut []]),
         }
     }
 
