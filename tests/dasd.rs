@@ -504,6 +504,56 @@ fn writes_survive_a_backend_kill(options: &str) {
     assert!(image_file_holds(&image, 30, 0xA5));
 }
 
+/// The image is mapped for reads: a page that cannot be loaded (a host I/O
+/// error, or the file truncated by a process that ignores our lock) would
+/// be a SIGBUS. The program reading it ends with a data check instead, the
+/// backend goes on serving, and later reads report the error too rather
+/// than returning zeros.
+#[test]
+fn image_truncated_under_the_backend_is_a_data_check_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.img");
+    let out = Command::new(binary("vhost-user-ccw"))
+        .args(["image", "create", "--cylinders", "4"])
+        .arg(&image)
+        .output()
+        .unwrap();
+    succeeded(&out);
+    let backend = Backend::start(&format!("sim,image={}", image.display()));
+    let mut script = String::from("memory size=4M\n");
+    script += &rw_program("a", 0x10_0000, 0, 16, false, 0);
+    script += &start_and_expect_done("a", 18);
+    run_script(&backend, "before", &script);
+
+    // Only the header page is left.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(4096)
+        .unwrap();
+    let mut script = String::from(
+        "memory size=4M\n\
+         buffer sense at=0x3000 len=32 fill=0xee\n\
+         ccws sns at=0x3100\n\
+         ccw sense flags=SLI count=32 data=sense\n",
+    );
+    // The Locate Record, which orients on the first track, fails: the
+    // mapping reports the failed page-in (data check) and is given up;
+    // the next program's read of the file fails (equipment check).
+    for (tag, first, sense) in [("b", 24, "08"), ("c", 48, "10")] {
+        script += &rw_program(tag, 0x10_0000 + (first << 14), first, 16, false, 0);
+        script += &format!(
+            "orb cpa={tag} c64=1\nstart\nexpect cc=0\nwait\n\
+             expect irb fc=start dstat=channel-end+device-end+unit-check cpa={tag}+16\n\
+             orb cpa=sns\nstart\nwait\nexpect buffer sense hex=\"{sense}\"\n"
+        );
+    }
+    script += "buffer idbuf at=0x3300 len=7\nccws id at=0x3200\nccw sense-id flags=SLI count=7 data=idbuf\n\
+               orb cpa=id\nstart\nwait\nexpect buffer idbuf hex=\"ff 39 90\"\n";
+    run_script(&backend, "truncated", &script);
+}
+
 #[test]
 fn a_second_backend_on_the_same_image_is_refused() {
     let dir = tempfile::tempdir().unwrap();

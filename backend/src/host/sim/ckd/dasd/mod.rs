@@ -1036,7 +1036,10 @@ impl Dasd {
         let [key, record] = self
             .update_fields(r, with_key)
             .ok_or(Fault::EquipmentCheck)?;
-        fill(key, data.get(..key.len().min(data.len())).unwrap_or_default());
+        fill(
+            key,
+            data.get(..key.len().min(data.len())).unwrap_or_default(),
+        );
         let at = key.len().min(data.len());
         fill(record, data.get(at..).unwrap_or_default());
         Done::len(wanted)
@@ -1045,7 +1048,11 @@ impl Dasd {
     /// Orient to the record an update write replaces and check it against
     /// the Locate Record: its index in the cached track (marked changed)
     /// and how many bytes its fields take.
-    fn prepare_update(&mut self, with_key: bool, multitrack: bool) -> Result<(usize, usize), Fault> {
+    fn prepare_update(
+        &mut self,
+        with_key: bool,
+        multitrack: bool,
+    ) -> Result<(usize, usize), Fault> {
         if self.chain.current_op != Some(op::WRITE_DATA) {
             return Err(Fault::Reject(Reject::InvalidSequence));
         }

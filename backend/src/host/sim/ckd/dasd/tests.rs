@@ -4,7 +4,7 @@
 use super::*;
 use crate::host::sim::ckd::cdl::format_cdl;
 use crate::host::sim::ckd::image::tests::TempImage;
-use crate::host::sim::device::InPlace;
+use crate::host::sim::device::{InPlace, OutPlace};
 
 const OK: DeviceStatus = DeviceStatus::CHANNEL_END.union(DeviceStatus::DEVICE_END);
 const UC: DeviceStatus = OK.union(DeviceStatus::UNIT_CHECK);
@@ -983,4 +983,82 @@ mod random_programs {
             prop_assert!(!r.is_empty());
         }
     }
+}
+
+/// Run `chain` as [`run`] does, but with every WRITE DATA taken in place
+/// ([`DeviceModel::write_in_place`]), the way the sim's channel runs it,
+/// offering the command's data (which may be shorter than the record).
+fn run_writes_in_place(dev: &mut Dasd, chain: &[C]) -> Vec<DeviceResponse> {
+    let n = chain.len();
+    let mut responses = Vec::new();
+    for (i, c) in chain.iter().enumerate() {
+        let chaining = Chaining {
+            first: i == 0,
+            continues: i + 1 < n,
+        };
+        let r = if c.code & !cmd::MT == cmd::WRITE_DATA {
+            match dev.write_in_place(c.code, c.data.len(), chaining) {
+                OutPlace::Into(r, [key, data]) => {
+                    assert!(key.is_empty(), "WRITE DATA has no key field");
+                    let n = data.len().min(c.data.len());
+                    data[..n].copy_from_slice(&c.data[..n]);
+                    data[n..].fill(0);
+                    r
+                }
+                OutPlace::No => panic!("WRITE DATA not taken in place"),
+            }
+        } else {
+            dev.execute(c.code, &mut c.data.clone(), chaining)
+        };
+        responses.push(r);
+        if r.status != OK {
+            break;
+        }
+    }
+    let extra = dev.chain_ended();
+    if let Some(last) = responses.last_mut() {
+        last.status |= extra;
+    }
+    responses
+}
+
+#[test]
+fn writes_taken_in_place_store_what_execute_stores() {
+    let (_tmp, mut dev) = cdl_dasd("in-place");
+    let data = pattern(14, 0x3C);
+    let r = run_writes_in_place(&mut dev, &rw_chain(5, 14, 0x80, 0x01, 0x85, Some(&data)));
+    assert_eq!(r.len(), 16);
+    assert!(r.iter().all(|r| r.status == OK), "{r:?}");
+    assert!(r[2..].iter().all(|r| r.length == 4096));
+    let mut chain = read_chain(5, 14);
+    run(&mut dev, &mut chain);
+    let read: Vec<u8> = chain[2..].iter().flat_map(|c| c.data.clone()).collect();
+    assert_eq!(read, data);
+
+    // A short offer: the rest of the record is zeros, and the device still
+    // wants the whole record (the channel reports incorrect length).
+    let mut chain = rw_chain(30, 1, 0x80, 0x01, 0x85, Some(&pattern(1, 0x77)));
+    chain[2].data.truncate(100);
+    let r = run_writes_in_place(&mut dev, &chain);
+    assert_eq!(r[2], DeviceResponse::done(4096));
+    let mut chain = read_chain(30, 1);
+    run(&mut dev, &mut chain);
+    assert_eq!(chain[2].data[..100], pattern(1, 0x77)[..100]);
+    assert!(chain[2].data[100..].iter().all(|&b| b == 0));
+
+    // Out of sequence (no Locate Record): refused before taking data.
+    let chaining = Chaining {
+        first: true,
+        continues: false,
+    };
+    match dev.write_in_place(0x85, 4096, chaining) {
+        OutPlace::Into(r, [key, data]) => {
+            assert_eq!(r, DeviceResponse::unit_check());
+            assert!(key.is_empty() && data.is_empty());
+        }
+        OutPlace::No => panic!("WRITE DATA not taken in place"),
+    }
+    dev.chain_ended();
+    let s = sense(&mut dev);
+    assert_eq!((s[0], s[7]), (0x80, 0x02));
 }
