@@ -1,5 +1,6 @@
 //! The few raw OS calls the backend makes that neither std nor the rust-vmm
-//! crates wrap. Every `unsafe` block of the daemon outside `vfio` lives here.
+//! crates wrap. Every `unsafe` block of the daemon outside `vfio` and
+//! `mapped_file` (the image mapping and its SIGBUS handler) lives here.
 
 use std::io;
 use std::os::fd::AsRawFd;
