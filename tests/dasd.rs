@@ -476,13 +476,7 @@ fn writes_survive_a_backend_restart_with_flush_none() {
 
 fn writes_survive_a_backend_kill(options: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("disk.img");
-    let out = Command::new(binary("vhost-user-ccw"))
-        .args(["image", "create", "--cylinders", "4"])
-        .arg(&image)
-        .output()
-        .unwrap();
-    succeeded(&out);
+    let image = create_image(dir.path(), 4);
     let spec = format!("sim,image={}{options}", image.display());
     let socket = dir.path().join("ccw.sock");
 
@@ -512,13 +506,7 @@ fn writes_survive_a_backend_kill(options: &str) {
 #[test]
 fn image_truncated_under_the_backend_is_a_data_check_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("disk.img");
-    let out = Command::new(binary("vhost-user-ccw"))
-        .args(["image", "create", "--cylinders", "4"])
-        .arg(&image)
-        .output()
-        .unwrap();
-    succeeded(&out);
+    let image = create_image(dir.path(), 4);
     let backend = Backend::start(&format!("sim,image={}", image.display()));
     let mut script = String::from("memory size=4M\n");
     script += &rw_program("a", 0x10_0000, 0, 16, false, 0);
@@ -557,13 +545,7 @@ fn image_truncated_under_the_backend_is_a_data_check_not_a_crash() {
 #[test]
 fn a_second_backend_on_the_same_image_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("disk.img");
-    let out = Command::new(binary("vhost-user-ccw"))
-        .args(["image", "create", "--cylinders", "2"])
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let image = create_image(dir.path(), 2);
     let spec = format!("sim,image={}", image.display());
     let _first = Backend::start_at(&dir.path().join("a.sock"), &spec);
     let out = Command::new(binary("vhost-user-ccw"))
@@ -575,6 +557,18 @@ fn a_second_backend_on_the_same_image_is_refused() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("in use by another process"), "{stderr}");
+}
+
+/// A fresh CDL image of `cylinders` in `dir`.
+fn create_image(dir: &Path, cylinders: u32) -> std::path::PathBuf {
+    let image = dir.join("disk.img");
+    let out = Command::new(binary("vhost-user-ccw"))
+        .args(["image", "create", "--cylinders", &cylinders.to_string()])
+        .arg(&image)
+        .output()
+        .unwrap();
+    succeeded(&out);
+    image
 }
 
 /// Whether the image's data area holds block `block` of the pattern, as

@@ -27,7 +27,7 @@ use vmm_sys_util::timerfd::TimerFd;
 use self::device::{Chaining, DeviceModel, InPlace, OutPlace};
 use super::{HostCc, HostError, HostEvent, HostSubchannel, Identity};
 use crate::memory::GuestRam;
-use crate::translate::{CCW_SIZE, CcwKind, ChannelProgram, Direction, MAX_DATA_BYTES};
+use crate::translate::{CCW_SIZE, CcwKind, ChannelProgram, DataPiece, Direction, MAX_DATA_BYTES};
 
 /// Parameters of a simulated subchannel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -646,61 +646,101 @@ fn execute_step(
     step
 }
 
+/// The data pieces of a command's CCWs in transfer order, each with its
+/// CCW and its offset in the command's data (a CCW without pieces, such as
+/// a skipping one or a zero count, still takes its count's room).
+fn pieces_in_order<'p>(
+    program: &'p ChannelProgram,
+    parts: &'p [Part],
+) -> impl Iterator<Item = (&'p Part, usize, DataPiece)> + 'p {
+    parts
+        .iter()
+        .scan(0usize, |at, part| {
+            let start = *at;
+            *at += usize::from(part.count);
+            Some((part, start))
+        })
+        .flat_map(move |(part, start)| {
+            program
+                .data(part.index)
+                .iter()
+                .scan(start, move |at, piece| {
+                    let offset = *at;
+                    *at += usize::try_from(piece.len).unwrap_or(0);
+                    Some((part, offset, *piece))
+                })
+        })
+}
+
 /// Store the first `transferred` bytes of an input command's answer (the
 /// concatenation of `fields`) into the command's data areas, CCW by CCW;
 /// the areas of a skipping CCW are passed over. Fails with the CCW whose
 /// area is no longer guest memory.
 fn scatter<'p>(
-    program: &ChannelProgram,
+    program: &'p ChannelProgram,
     ram: &GuestRam,
     parts: &'p [Part],
     fields: &[&[u8]; 3],
     transferred: usize,
 ) -> Result<(), &'p Part> {
-    let mut at = 0usize;
-    for part in parts {
-        let mut done = 0usize;
-        for piece in program.data(part.index) {
-            let len = usize::try_from(piece.len).unwrap_or(0);
-            let n = len.min(transferred.saturating_sub(at + done));
-            if n > 0 && copy_fields(ram, piece.addr, fields, at + done, n).is_err() {
-                return Err(part);
-            }
-            done += len;
+    for (part, at, piece) in pieces_in_order(program, parts) {
+        let n = usize::try_from(piece.len)
+            .unwrap_or(0)
+            .min(transferred.saturating_sub(at));
+        if n > 0 && copy_fields(ram, piece.addr, fields, at, n).is_err() {
+            return Err(part);
         }
-        at += usize::from(part.count);
     }
     Ok(())
 }
 
-/// Fill the concatenated `fields` with the bytes the command's CCWs offer
-/// from guest memory, in order (a part without pieces, such as a NOP or a
-/// zero count, offers zeros), and zeros past the last byte offered.
+/// Fill the concatenated `fields` with the bytes an output command's CCWs
+/// offer from guest memory, in order, and zeros where they offer none (a
+/// CCW without pieces) or fewer than the fields hold. Fails with the CCW
+/// whose area is no longer guest memory.
 fn gather<'p>(
-    program: &ChannelProgram,
+    program: &'p ChannelProgram,
     ram: &GuestRam,
     parts: &'p [Part],
     fields: &mut [&mut [u8]; 2],
 ) -> Result<(), &'p Part> {
     let capacity = fields[0].len() + fields[1].len();
-    let mut at = 0usize;
-    for part in parts {
-        let mut done = 0usize;
-        for piece in program.data(part.index) {
-            let len = usize::try_from(piece.len).unwrap_or(0);
-            let n = len.min(capacity.saturating_sub(at + done));
-            if n > 0 && fill_fields(ram, piece.addr, fields, at + done, n).is_err() {
-                return Err(part);
-            }
-            done += len;
+    let mut filled = 0;
+    for (part, at, piece) in pieces_in_order(program, parts) {
+        let n = usize::try_from(piece.len)
+            .unwrap_or(0)
+            .min(capacity.saturating_sub(at));
+        if n == 0 {
+            continue;
         }
-        // Bytes a part designates but does not fill stay zero.
-        let end = (at + usize::from(part.count)).min(capacity);
-        zero_fields(fields, (at + done).min(end), end);
-        at += usize::from(part.count);
+        zero_fields(fields, filled.min(at), at);
+        if fill_fields(ram, piece.addr, fields, at, n).is_err() {
+            return Err(part);
+        }
+        filled = at + n;
     }
-    zero_fields(fields, at.min(capacity), capacity);
+    zero_fields(fields, filled.min(capacity), capacity);
     Ok(())
+}
+
+/// Where bytes `from..from + n` of fields of lengths `lens`, taken one
+/// after the other, lie: (field, range in it) in order.
+fn field_spans<const N: usize>(
+    lens: [usize; N],
+    mut from: usize,
+    mut n: usize,
+) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> {
+    lens.into_iter().enumerate().filter_map(move |(i, len)| {
+        if from >= len {
+            from -= len;
+            return None;
+        }
+        let take = (len - from).min(n);
+        let span = from..from + take;
+        n -= take;
+        from = 0;
+        (take > 0).then_some((i, span))
+    })
 }
 
 /// Copy `n` bytes from guest address `addr` to offset `to` of the
@@ -709,35 +749,25 @@ fn fill_fields(
     ram: &GuestRam,
     mut addr: u64,
     fields: &mut [&mut [u8]; 2],
-    mut to: usize,
-    mut n: usize,
+    to: usize,
+    n: usize,
 ) -> Result<(), crate::memory::RamError> {
-    for field in fields.iter_mut() {
-        if n == 0 {
-            break;
-        }
-        if to >= field.len() {
-            to -= field.len();
-            continue;
-        }
-        let take = (field.len() - to).min(n);
-        ram.read(addr, &mut field[to..to + take])?;
-        addr += u64::try_from(take).unwrap_or(u64::MAX);
-        n -= take;
-        to = 0;
+    for (i, span) in field_spans(fields.each_ref().map(|f| f.len()), to, n) {
+        let len = span.len();
+        ram.read(addr, &mut fields[i][span])?;
+        addr += u64::try_from(len).unwrap_or(u64::MAX);
     }
     Ok(())
 }
 
 /// Zero bytes `from..to` of the concatenated `fields`.
-fn zero_fields(fields: &mut [&mut [u8]; 2], mut from: usize, mut to: usize) {
-    for field in fields.iter_mut() {
-        let len = field.len();
-        if from < len {
-            field[from..to.min(len)].fill(0);
-        }
-        from = from.saturating_sub(len);
-        to = to.saturating_sub(len);
+fn zero_fields(fields: &mut [&mut [u8]; 2], from: usize, to: usize) {
+    for (i, span) in field_spans(
+        fields.each_ref().map(|f| f.len()),
+        from,
+        to.saturating_sub(from),
+    ) {
+        fields[i][span].fill(0);
     }
 }
 
@@ -747,22 +777,13 @@ fn copy_fields(
     ram: &GuestRam,
     mut addr: u64,
     fields: &[&[u8]; 3],
-    mut from: usize,
-    mut n: usize,
+    from: usize,
+    n: usize,
 ) -> Result<(), crate::memory::RamError> {
-    for field in fields {
-        if n == 0 {
-            break;
-        }
-        if from >= field.len() {
-            from -= field.len();
-            continue;
-        }
-        let take = (field.len() - from).min(n);
-        ram.write(addr, &field[from..from + take])?;
-        addr += u64::try_from(take).unwrap_or(u64::MAX);
-        n -= take;
-        from = 0;
+    for (i, span) in field_spans(fields.map(<[u8]>::len), from, n) {
+        let len = span.len();
+        ram.write(addr, &fields[i][span])?;
+        addr += u64::try_from(len).unwrap_or(u64::MAX);
     }
     Ok(())
 }

@@ -463,6 +463,15 @@ impl Dasd {
         self.last_tlf = self.chain.domain.and_then(|d| d.tlf);
     }
 
+    /// What [`DeviceModel::execute`] does before any command, for the
+    /// commands executed in place.
+    fn begin_in_place(&mut self, code: u8, chaining: Chaining) {
+        if chaining.first {
+            self.chain = ChainContext::default();
+        }
+        self.prologue(code);
+    }
+
     fn set_sense(&mut self, fault: Fault) {
         let (b0, b1, b7) = fault.bytes();
         let mut s = [0u8; Sense::SIZE];
@@ -1239,10 +1248,7 @@ impl DeviceModel for Dasd {
             cmd::READ_KD => true,
             _ => return InPlace::No,
         };
-        if chaining.first {
-            self.chain = ChainContext::default();
-        }
-        self.prologue(code);
+        self.begin_in_place(code, chaining);
         let multitrack = code & cmd::MT != 0;
         let located = self.enter_domain(code, chaining).and_then(|()| {
             let r = self.data_record(multitrack)?;
@@ -1278,10 +1284,7 @@ impl DeviceModel for Dasd {
             cmd::WRITE_KD => true,
             _ => return OutPlace::No,
         };
-        if chaining.first {
-            self.chain = ChainContext::default();
-        }
-        self.prologue(code);
+        self.begin_in_place(code, chaining);
         if let Err(fault) = self.enter_domain(code, chaining) {
             return self.write_failed(code, fault);
         }

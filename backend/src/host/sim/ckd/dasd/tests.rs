@@ -88,6 +88,17 @@ pub(crate) fn count(cyl: u16, head: u16, record: u8, kl: u8, dl: u16) -> Vec<u8>
 /// here), then the end-of-chain hook. Returns the responses of the
 /// commands executed (the hook's status added to the last).
 pub(crate) fn run(dev: &mut Dasd, chain: &mut [C]) -> Vec<DeviceResponse> {
+    run_with(dev, chain, |dev, c, chaining| {
+        dev.execute(c.code, &mut c.data, chaining)
+    })
+}
+
+/// [`run`] with each command executed by `command`.
+fn run_with(
+    dev: &mut Dasd,
+    chain: &mut [C],
+    mut command: impl FnMut(&mut Dasd, &mut C, Chaining) -> DeviceResponse,
+) -> Vec<DeviceResponse> {
     let n = chain.len();
     let mut responses = Vec::new();
     for (i, c) in chain.iter_mut().enumerate() {
@@ -95,7 +106,7 @@ pub(crate) fn run(dev: &mut Dasd, chain: &mut [C]) -> Vec<DeviceResponse> {
             first: i == 0,
             continues: i + 1 < n,
         };
-        let r = dev.execute(c.code, &mut c.data, chaining);
+        let r = command(dev, c, chaining);
         responses.push(r);
         let normal = r.status == OK || r.status == OK | DeviceStatus::STATUS_MODIFIER;
         if !normal {
@@ -988,45 +999,32 @@ mod random_programs {
 /// Run `chain` as [`run`] does, but with every WRITE DATA taken in place
 /// ([`DeviceModel::write_in_place`]), the way the sim's channel runs it,
 /// offering the command's data (which may be shorter than the record).
-fn run_writes_in_place(dev: &mut Dasd, chain: &[C]) -> Vec<DeviceResponse> {
-    let n = chain.len();
-    let mut responses = Vec::new();
-    for (i, c) in chain.iter().enumerate() {
-        let chaining = Chaining {
-            first: i == 0,
-            continues: i + 1 < n,
-        };
-        let r = if c.code & !cmd::MT == cmd::WRITE_DATA {
-            match dev.write_in_place(c.code, c.data.len(), chaining) {
-                OutPlace::Into(r, [key, data]) => {
-                    assert!(key.is_empty(), "WRITE DATA has no key field");
-                    let n = data.len().min(c.data.len());
-                    data[..n].copy_from_slice(&c.data[..n]);
-                    data[n..].fill(0);
-                    r
-                }
-                OutPlace::No => panic!("WRITE DATA not taken in place"),
-            }
-        } else {
-            dev.execute(c.code, &mut c.data.clone(), chaining)
-        };
-        responses.push(r);
-        if r.status != OK {
-            break;
+fn run_writes_in_place(dev: &mut Dasd, chain: &mut [C]) -> Vec<DeviceResponse> {
+    run_with(dev, chain, |dev, c, chaining| {
+        if c.code & !cmd::MT != cmd::WRITE_DATA {
+            return dev.execute(c.code, &mut c.data, chaining);
         }
-    }
-    let extra = dev.chain_ended();
-    if let Some(last) = responses.last_mut() {
-        last.status |= extra;
-    }
-    responses
+        match dev.write_in_place(c.code, c.data.len(), chaining) {
+            OutPlace::Into(r, [key, data]) => {
+                assert!(key.is_empty(), "WRITE DATA has no key field");
+                let n = data.len().min(c.data.len());
+                data[..n].copy_from_slice(&c.data[..n]);
+                data[n..].fill(0);
+                r
+            }
+            OutPlace::No => panic!("WRITE DATA not taken in place"),
+        }
+    })
 }
 
 #[test]
 fn writes_taken_in_place_store_what_execute_stores() {
     let (_tmp, mut dev) = cdl_dasd("in-place");
     let data = pattern(14, 0x3C);
-    let r = run_writes_in_place(&mut dev, &rw_chain(5, 14, 0x80, 0x01, 0x85, Some(&data)));
+    let r = run_writes_in_place(
+        &mut dev,
+        &mut rw_chain(5, 14, 0x80, 0x01, 0x85, Some(&data)),
+    );
     assert_eq!(r.len(), 16);
     assert!(r.iter().all(|r| r.status == OK), "{r:?}");
     assert!(r[2..].iter().all(|r| r.length == 4096));
@@ -1039,7 +1037,7 @@ fn writes_taken_in_place_store_what_execute_stores() {
     // wants the whole record (the channel reports incorrect length).
     let mut chain = rw_chain(30, 1, 0x80, 0x01, 0x85, Some(&pattern(1, 0x77)));
     chain[2].data.truncate(100);
-    let r = run_writes_in_place(&mut dev, &chain);
+    let r = run_writes_in_place(&mut dev, &mut chain);
     assert_eq!(r[2], DeviceResponse::done(4096));
     let mut chain = read_chain(30, 1);
     run(&mut dev, &mut chain);
