@@ -266,3 +266,17 @@ pub fn run_one_ccw(
         other => panic!("expected the interruption of tag {tag}, got {other:?}"),
     }
 }
+
+/// Send one command to a backend's control socket and parse the JSON line
+/// it answers.
+pub fn control(socket: &Path, command: &str) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream =
+        std::os::unix::net::UnixStream::connect(socket).expect("connect to the control socket");
+    writeln!(stream, "{command}").expect("send the command");
+    let mut line = String::new();
+    BufReader::new(stream)
+        .read_line(&mut line)
+        .expect("read the answer");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+}

@@ -4,18 +4,16 @@
 //! files `scripts/install.sh` places (units, QEMU descriptor, man page,
 //! libvirt example) checked with the tools that consume them.
 
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vhost_user_ccw_frontend::connection::Connection;
-use vhost_user_ccw_protocol::arch::{CcwFlags, StatusControl, SubchannelStatus};
+use vhost_user_ccw_protocol::arch::{CcwFlags, Crw, StatusControl, SubchannelStatus};
 use vhost_user_ccw_tests::{
-    Backend, binary, put_ccw, run_one_ccw, start, succeeded, wait_for_path,
+    Backend, binary, control, put_ccw, run_one_ccw, start, succeeded, wait_for_path,
 };
 
 /// The emulated subchannel with its byte-buffer device.
@@ -23,15 +21,6 @@ const BUFFER_DEVICE: &str = "sim,device=buffer";
 
 fn repo_file(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// Send one control command and parse the JSON line it answers.
-fn control(socket: &Path, command: &str) -> serde_json::Value {
-    let mut stream = UnixStream::connect(socket).expect("connect to the control socket");
-    writeln!(stream, "{command}").unwrap();
-    let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).unwrap();
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
 }
 
 fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
@@ -126,8 +115,40 @@ fn counters_after_a_known_channel_program_match() {
 
     assert_eq!(
         control(&ctl, "help")["commands"],
-        serde_json::json!(["stats", "help"])
+        serde_json::json!([
+            "stats",
+            "help",
+            "vary-path online|offline [N]",
+            "remove-device [N]"
+        ])
     );
+    // Fault injection: a path event reaches the frontend as a channel report.
+    assert_eq!(
+        control(&ctl, "vary-path offline"),
+        serde_json::json!({"ok": true})
+    );
+    match conn.wait_event(Duration::from_secs(5)).unwrap() {
+        Some(vhost_user_ccw_protocol::wire::Event::ChannelReport(crw)) => {
+            assert_eq!(crw.rsc, Crw::RSC_CHANNEL_PATH);
+            assert_eq!(crw.erc, Crw::ERC_PERMANENT_ERROR_INITIALIZED);
+        }
+        other => panic!("expected a channel report, got {other:?}"),
+    }
+    assert_eq!(
+        control(&ctl, "stats")["subchannels"][0]["channel_reports"],
+        1
+    );
+    for (bad, says) in [
+        ("vary-path sideways", "sideways"),
+        ("remove-device 7", "no subchannel 7"),
+        ("remove-device x", "'x'"),
+    ] {
+        let error = control(&ctl, bad);
+        assert!(
+            error["error"].as_str().unwrap().contains(says),
+            "{bad}: {error}"
+        );
+    }
     let error = control(&ctl, "frobnicate");
     assert!(
         error["error"].as_str().unwrap().contains("frobnicate"),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vhost_user_ccw_protocol::arch::{Irb, Orb, Schib};
+use vhost_user_ccw_protocol::arch::{Crw, Irb, Orb, Schib};
 
 /// Path of the patched qemu-system-s390x.
 pub fn qemu_binary() -> PathBuf {
@@ -188,6 +188,14 @@ impl Qemu {
         }
         let schib = Schib::decode(&self.read(SCHIB_ADDR, Schib::SIZE)).expect("SCHIB");
         (cc, Some(schib))
+    }
+
+    /// STORE CHANNEL REPORT WORD: cc and the CRW.
+    pub fn stcrw(&mut self) -> (u8, Crw) {
+        const CRW_ADDR: u64 = 0x7300;
+        let cc = self.cc(&format!("ccw_stcrw {CRW_ADDR:#x}"));
+        let crw = Crw::decode(&self.read(CRW_ADDR, Crw::SIZE)).expect("CRW");
+        (cc, crw)
     }
 
     /// MODIFY SUBCHANNEL with `schib`.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use vhost_user_ccw_protocol::arch::{
-    Ccw, CcwFlags, DeviceStatus, FunctionControl, Orb, StatusControl, SubchannelStatus,
+    Ccw, CcwFlags, Crw, DeviceStatus, FunctionControl, Orb, StatusControl, SubchannelStatus,
 };
 use vhost_user_ccw_tests::Backend;
 use vhost_user_ccw_tests::qemu::{Qemu, machine_args, qtest_command};
@@ -285,4 +285,73 @@ fn missing_socket_and_private_ram_are_clean_errors() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("shared memory backend"), "{stderr}");
+}
+
+/// A backend with a control socket, and a QEMU with an enabled subchannel
+/// on it; the control socket's path.
+fn setup_with_control(device: &str) -> (Backend, tempfile::TempDir, Qemu, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("control.sock");
+    let backend =
+        Backend::start_with_args(device, &["--control-socket", control.to_str().unwrap()]);
+    let mut qemu = Qemu::start(&machine_args(backend.socket(), "fe.0.0100"));
+    let schid = qemu.find_subchannel(DEVNO);
+    qemu.enable(&schid);
+    (backend, dir, qemu, schid)
+}
+
+/// The next channel report QEMU holds, waiting for it to arrive.
+fn wait_crw(qemu: &mut Qemu) -> Crw {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (cc, crw) = qemu.stcrw();
+        if cc == 0 {
+            return crw;
+        }
+        assert!(std::time::Instant::now() < deadline, "no channel report");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A path of the host subchannel varies offline and online again (the
+/// control socket's fault injection on the sim): each change reaches the
+/// guest as a channel-path CRW through QEMU's channel subsystem, and STSCH
+/// shows the path masks of the moment.
+#[test]
+fn path_events_reach_the_guest_as_channel_reports() {
+    let (_backend, dir, mut qemu, schid) = setup_with_control("sim,device=buffer,chpid=0x2a");
+    let control = dir.path().join("control.sock");
+    // Nothing pending at first.
+    assert_eq!(qemu.stcrw().0, 1);
+
+    for (state, erc, pam) in [
+        ("offline", Crw::ERC_PERMANENT_ERROR_INITIALIZED, 0x00),
+        ("online", Crw::ERC_INITIALIZED, 0x80),
+    ] {
+        let command = format!("vary-path {state}");
+        assert_eq!(
+            vhost_user_ccw_tests::control(&control, &command)["ok"],
+            true
+        );
+        let crw = wait_crw(&mut qemu);
+        assert_eq!(crw.rsc, Crw::RSC_CHANNEL_PATH, "{state}");
+        assert_eq!(crw.erc, erc, "{state}");
+        assert_eq!(crw.rsid, 0x2a, "{state}");
+        assert_eq!(qemu.stsch(&schid).1.unwrap().pmcw.pam, pam, "{state}");
+    }
+    sense_id(&mut qemu, &schid);
+}
+
+/// The host device goes away under a QEMU that keeps the subchannel: the
+/// next SSCH is not operational (cc 3) and no program runs.
+#[test]
+fn device_removed_under_qemu_makes_ssch_not_operational() {
+    let (_backend, dir, mut qemu, schid) = setup_with_control("sim,device=buffer");
+    sense_id(&mut qemu, &schid);
+    assert_eq!(
+        vhost_user_ccw_tests::control(&dir.path().join("control.sock"), "remove-device")["ok"],
+        true
+    );
+    ccw(&mut qemu, 0x1000, 0xe4, CcwFlags::SLI, 40, 0x2000);
+    assert_eq!(qemu.ssch(&schid, ORB_ADDR, &orb(0x1000)), 3);
 }

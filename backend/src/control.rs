@@ -1,7 +1,10 @@
 //! The control socket (`--control-socket PATH`): a line-based UNIX socket
 //! for the operator. `stats` answers one line of JSON with the counters of
-//! every subchannel; `help` lists the commands. One client at a time, each
-//! bounded by a timeout, so a stuck client cannot stall the others for long.
+//! every subchannel; `help` lists the commands; `vary-path` and
+//! `remove-device` make a simulated subchannel report a path event or the
+//! loss of its device, as a real one would (for testing guests and
+//! frontends). One client at a time, each bounded by a timeout, so a stuck
+//! client cannot stall the others for long.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -11,6 +14,7 @@ use std::time::Duration;
 use log::{debug, warn};
 use serde_json::{Value, json};
 
+use crate::host::SimulatedFault;
 use crate::session::{SharedSubchannel, lock};
 use crate::stats::SubchannelStats;
 
@@ -36,15 +40,53 @@ impl std::fmt::Debug for Watched {
 /// How long one client may take to send a command.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The answer to one command line.
+/// The commands, as `help` lists them.
+const COMMANDS: [&str; 4] = [
+    "stats",
+    "help",
+    "vary-path online|offline [N]",
+    "remove-device [N]",
+];
+
+/// The answer to one command line. `N` is the subchannel's place in the
+/// `stats` list (0, the first, by default).
 pub fn answer(command: &str, watched: &[Watched]) -> Value {
-    match command.trim() {
-        "stats" => {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    match words.as_slice() {
+        ["stats"] => {
             let subchannels: Vec<Value> = watched.iter().map(stats_of).collect();
             json!({ "subchannels": subchannels })
         }
-        "help" => json!({ "commands": ["stats", "help"] }),
-        other => json!({ "error": format!("unknown command '{other}' (commands: stats, help)") }),
+        ["help"] => json!({ "commands": COMMANDS }),
+        ["vary-path", state, rest @ ..] => match *state {
+            "online" => inject(watched, rest, SimulatedFault::Path { online: true }),
+            "offline" => inject(watched, rest, SimulatedFault::Path { online: false }),
+            other => json!({ "error": format!("vary-path: '{other}' is not online or offline") }),
+        },
+        ["remove-device", rest @ ..] => inject(watched, rest, SimulatedFault::DeviceGone),
+        _ => json!({
+            "error": format!("unknown command '{}' (commands: {})", command.trim(), COMMANDS.join(", "))
+        }),
+    }
+}
+
+/// Make subchannel `index` (`[N]`, 0 by default) report `fault`.
+fn inject(watched: &[Watched], index: &[&str], fault: SimulatedFault) -> Value {
+    let n = match index {
+        [] => 0,
+        [n] => match n.parse::<usize>() {
+            Ok(n) => n,
+            Err(_) => return json!({ "error": format!("'{n}' is not a subchannel number") }),
+        },
+        _ => return json!({ "error": "too many words" }),
+    };
+    let Some(target) = watched.get(n) else {
+        return json!({ "error": format!("no subchannel {n} (there are {})", watched.len()) });
+    };
+    if lock(&target.subchannel).host_mut().inject(fault) {
+        json!({ "ok": true })
+    } else {
+        json!({ "error": format!("subchannel {n} is not simulated: only sim devices take faults") })
     }
 }
 

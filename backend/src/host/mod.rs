@@ -97,6 +97,19 @@ pub struct Identity {
     pub sense_id: SenseId,
 }
 
+/// A fault the `sim` host can be made to report ([`HostSubchannel::inject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimulatedFault {
+    /// The channel path varied offline or online: a path event.
+    Path {
+        /// Online (true) or offline.
+        online: bool,
+    },
+    /// The device was detached: whatever runs is lost, the subchannel is
+    /// not operational from now on.
+    DeviceGone,
+}
+
 /// A subchannel the backend drives on the guest's behalf.
 pub trait HostSubchannel: Send {
     /// Identity and SENSE ID data.
@@ -130,6 +143,12 @@ pub trait HostSubchannel: Send {
     /// was created (the operator's `bytes_moved` counter), or `None` when
     /// the host cannot observe them.
     fn bytes_moved(&self) -> Option<u64>;
+    /// Make `fault` happen, as an operator or a machine check would on a
+    /// real subchannel (the control socket's fault commands); false when
+    /// this host cannot simulate it (only the `sim` host can).
+    fn inject(&mut self, _fault: SimulatedFault) -> bool {
+        false
+    }
     /// Block until [`poll`](Self::poll) may have something, at most
     /// `timeout`. Returns whether it woke before the timeout.
     fn wait(&mut self, timeout: Duration) -> Result<bool, HostError> {

@@ -25,7 +25,7 @@ use vhost_user_ccw_protocol::arch::{
 use vmm_sys_util::timerfd::TimerFd;
 
 use self::device::{Chaining, DeviceModel, InPlace, OutPlace};
-use super::{HostCc, HostError, HostEvent, HostSubchannel, Identity};
+use super::{HostCc, HostError, HostEvent, HostSubchannel, Identity, SimulatedFault};
 use crate::memory::GuestRam;
 use crate::translate::{CCW_SIZE, CcwKind, ChannelProgram, DataPiece, Direction, MAX_DATA_BYTES};
 
@@ -942,6 +942,14 @@ impl HostSubchannel for SimSubchannel {
 
     fn bytes_moved(&self) -> Option<u64> {
         Some(self.bytes_moved)
+    }
+
+    fn inject(&mut self, fault: SimulatedFault) -> bool {
+        match fault {
+            SimulatedFault::Path { online } => self.vary_path(online),
+            SimulatedFault::DeviceGone => self.remove_device(),
+        }
+        true
     }
 
     fn poll(&mut self, events: &mut Vec<HostEvent>) -> Result<(), HostError> {
