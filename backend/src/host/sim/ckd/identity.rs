@@ -8,6 +8,7 @@
 
 use vhost_user_ccw_protocol::arch::{Ciw, SenseId};
 
+use super::track::R0_DATA_LEN;
 use super::{DEVICE_TYPE, Geometry, HEADS};
 
 /// Control-unit type reported (a 3990 model 6, ECKD).
@@ -178,6 +179,18 @@ pub fn record_cells(kl: usize, dl: usize) -> u32 {
 /// one 3390 track after the standard R0.
 pub fn records_fit(records: impl IntoIterator<Item = (usize, usize)>) -> bool {
     let mut used = 0u32;
+    for (kl, dl) in records {
+        used = used.saturating_add(record_cells(kl, dl));
+    }
+    used <= TRACK_CELLS
+}
+
+/// Whether a track of these records, R0 first, fits on one 3390 track: an
+/// R0 with a key or more than the standard 8 data bytes takes its extra
+/// cells from the records after it.
+pub fn track_fits(r0: (usize, usize), records: impl IntoIterator<Item = (usize, usize)>) -> bool {
+    let excess = record_cells(r0.0, r0.1).saturating_sub(record_cells(0, R0_DATA_LEN));
+    let mut used = excess;
     for (kl, dl) in records {
         used = used.saturating_add(record_cells(kl, dl));
     }

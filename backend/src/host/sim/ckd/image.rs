@@ -219,10 +219,10 @@ impl CkdImage {
     }
 
     /// Whether the data read from the mapping since the last call is good:
-    /// false when a page could not be loaded (an I/O error of the host's
-    /// disk, or the file truncated behind our lock), which read as zeros.
-    /// The mapping is given up then; later reads use pread and see the
-    /// error themselves.
+    /// [`CkdError::PageIn`] when a page could not be loaded (an I/O error
+    /// of the host's disk, or the file truncated behind our lock) and read
+    /// as zeros. The mapping is given up then; later reads use pread and
+    /// see the error themselves.
     pub fn mapped_reads_good(&mut self) -> Result<(), CkdError> {
         match &self.map {
             Some(map) if map.take_fault() => {
@@ -299,9 +299,13 @@ impl CkdImage {
         Track::decode_slot(&slot, cyl, head).map_err(|source| CkdError::Track { cyl, head, source })
     }
 
-    /// Reads the slot of (`cyl`, `head`) into `buffer` (reused: the device
-    /// reads track after track without allocating) and indexes its records
-    /// in place. Only the header and the records are read; the rest of the slot is taken as the zeros the writer stored
+    /// The slot of (`cyl`, `head`) with its records indexed in place: in
+    /// the image's mapping when it is mapped (`buffer` is not used then;
+    /// check [`CkdImage::mapped_reads_good`] after reading it), else read
+    /// into `buffer` (reused: the device reads track after track without
+    /// allocating). The checksum is verified the first time the slot is
+    /// read after open. With pread only the header and the records are
+    /// read; the rest of the slot is taken as the zeros the writer stored
     /// there (the checksum covers it as such), which spares copying the
     /// unused end of every track. `expected` is the number of bytes the
     /// caller expects the header and records to take (the last track's):

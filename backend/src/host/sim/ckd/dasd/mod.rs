@@ -1135,13 +1135,25 @@ impl Dasd {
         }
         // What follows is erased, also when the new record does not fit.
         track.records.truncate(after + 1);
-        let fits = identity::records_fit(
+        let r0 = (track.records[0].key.len(), track.records[0].data.len());
+        let fits = identity::track_fits(
+            r0,
             track.records[1..]
                 .iter()
                 .map(|r| (r.key.len(), r.data.len()))
                 .chain([(kl, dl)]),
         );
-        if !fits {
+        // The image's slot holds what the formula allows with a standard
+        // R0; a big R0 must not push the records past it either.
+        let bytes: usize = track
+            .records
+            .iter()
+            .map(|r| COUNT_LEN + r.key.len() + r.data.len())
+            .sum::<usize>()
+            + COUNT_LEN
+            + kl
+            + dl;
+        if !fits || bytes > MAX_TRACK_BYTES {
             return Err(Fault::InvalidTrackFormat);
         }
         track.records.push(record);

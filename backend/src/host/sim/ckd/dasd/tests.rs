@@ -1060,3 +1060,40 @@ fn writes_taken_in_place_store_what_execute_stores() {
     let s = sense(&mut dev);
     assert_eq!((s[0], s[7]), (0x80, 0x02));
 }
+
+/// A format write after an R0 with more than the standard 8 data bytes:
+/// the long R0 takes room from the records, so a record that fits after a
+/// standard R0 is an invalid track format here (a random program found it
+/// laid out a track its image slot could not hold, and failed at write-back
+/// instead).
+#[test]
+fn records_after_a_long_r0_that_overflow_the_track_are_invalid_track_format() {
+    let (_tmp, mut dev) = cdl_dasd("long-r0");
+    let record = |r: u8, dl: u16| {
+        let mut bytes = vec![0, 0, 0, 3, r, 0];
+        bytes.extend_from_slice(&dl.to_be_bytes());
+        bytes.resize(8 + usize::from(dl), 0x3C);
+        bytes
+    };
+    let chain = |r1: u16| {
+        vec![
+            out(cmd::DEFINE_EXTENT, &de(0xC0, 0xC0, (0, 3), (0, 3))),
+            out(cmd::LOCATE_RECORD, &lr(0x03, 0x80, 2, (0, 3), 0, 0)),
+            out(0x15, &record(0, 20_000)),
+            out(0x1D, &record(1, r1)),
+        ]
+    };
+    let (n, s) = fails(&mut dev, &mut chain(40_000));
+    assert_eq!(n, 4);
+    assert_eq!((s[0], s[1]), (0x00, 0x40));
+    // A record that fits beside the long R0 is taken, and the track reads
+    // back.
+    assert_eq!(last_status(&run(&mut dev, &mut chain(30_000))), OK);
+    let mut read = [
+        out(cmd::DEFINE_EXTENT, &de(0x40, 0xC0, (0, 3), (0, 3))),
+        out(cmd::LOCATE_RECORD, &lr(0x06, 0x80, 1, (0, 3), 1, 30_000)),
+        input(0x86, 30_000),
+    ];
+    assert_eq!(run(&mut dev, &mut read)[2], DeviceResponse::done(30_000));
+    assert!(read[2].data.iter().all(|&b| b == 0x3C));
+}
