@@ -315,6 +315,18 @@ fn os(what: &'static str) -> impl FnOnce(io::Error) -> HostError {
     move |source| HostError::Io { what, source }
 }
 
+/// As [`os`], but ENODEV (vfio-ccw's answer once the device is gone) is
+/// not operational.
+fn os_or_gone(what: &'static str) -> impl FnOnce(io::Error) -> HostError {
+    move |source| {
+        if source.raw_os_error() == Some(libc::ENODEV) {
+            HostError::NotOperational
+        } else {
+            HostError::Io { what, source }
+        }
+    }
+}
+
 fn invalid(what: &'static str, message: String) -> HostError {
     HostError::Io {
         what,
@@ -507,16 +519,8 @@ impl VfioSubchannel {
     fn open_device(&self) -> Result<Device, HostError> {
         let name = CString::new(self.target.name.clone())
             .map_err(|_| invalid("vfio device", "NUL in the name".to_owned()))?;
-        let file = sys::group_get_device_fd(&self.group, &name).map_err(|e| {
-            if e.raw_os_error() == Some(libc::ENODEV) {
-                HostError::NotOperational
-            } else {
-                HostError::Io {
-                    what: "VFIO_GROUP_GET_DEVICE_FD",
-                    source: e,
-                }
-            }
-        })?;
+        let file = sys::group_get_device_fd(&self.group, &name)
+            .map_err(os_or_gone("VFIO_GROUP_GET_DEVICE_FD"))?;
         let info = sys::device_info(&file).map_err(os("VFIO_DEVICE_GET_INFO"))?;
         if info.flags & sys::VFIO_DEVICE_FLAGS_CCW == 0 {
             return Err(invalid(
@@ -755,16 +759,7 @@ impl VfioSubchannel {
         device
             .file
             .read_exact_at(&mut bytes, device.schib)
-            .map_err(|e| {
-                if e.raw_os_error() == Some(libc::ENODEV) {
-                    HostError::NotOperational
-                } else {
-                    HostError::Io {
-                        what: "reading the SCHIB region",
-                        source: e,
-                    }
-                }
-            })?;
+            .map_err(os_or_gone("reading the SCHIB region"))?;
         Schib::decode(&bytes).map_err(|e| invalid("SCHIB region", e.to_string()))
     }
 
