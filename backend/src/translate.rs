@@ -80,28 +80,25 @@ impl Direction {
     /// Direction of a command code; `None` for TIC and invalid codes.
     #[inline]
     pub fn of(cmd: u8) -> Option<Self> {
-        use Direction::{In, Out};
         // By the low four bits: xxxx0000 invalid, xx01 write, xx10 read,
         // xx11 control, 0100 sense, 1000 TIC, 1100 read backward. A table,
         // because this runs for every CCW.
-        const BY_LOW_BITS: [Option<Direction>; 16] = [
-            None,
-            Some(Out),
-            Some(In),
-            Some(Out),
-            Some(In),
-            Some(Out),
-            Some(In),
-            Some(Out),
-            None,
-            Some(Out),
-            Some(In),
-            Some(Out),
-            Some(In),
-            Some(Out),
-            Some(In),
-            Some(Out),
-        ];
+        const BY_LOW_BITS: [Option<Direction>; 16] = {
+            let mut table = [None; 16];
+            let mut low = 1;
+            while low < 16 {
+                if low != 8 {
+                    // Odd codes (write, control) send; even ones receive.
+                    table[low] = Some(if low % 2 == 1 {
+                        Direction::Out
+                    } else {
+                        Direction::In
+                    });
+                }
+                low += 1;
+            }
+            table
+        };
         BY_LOW_BITS[usize::from(cmd & 0x0f)]
     }
 }
