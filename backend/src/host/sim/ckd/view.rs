@@ -44,32 +44,29 @@ pub struct TrackView {
     records: Vec<RecordSpan>,
 }
 
-/// Where a view's slot bytes are.
+/// Where a view's slot bytes are: in the image's mapping, `SLOT_SIZE`
+/// bytes from its offset, or (read, built, or copied out to be changed) in
+/// memory of the view's own.
 #[derive(Debug, Clone)]
-enum Slot {
-    /// Read into (or built in) memory of its own.
-    Owned(Vec<u8>),
-    /// In the image's mapping, `SLOT_SIZE` bytes from `offset`.
-    Mapped { map: Arc<MappedFile>, offset: usize },
+struct Slot {
+    mapped: Option<(Arc<MappedFile>, usize)>,
+    owned: Vec<u8>,
 }
 
 impl Slot {
     fn bytes(&self) -> &[u8] {
-        match self {
-            Self::Owned(bytes) => bytes,
-            Self::Mapped { map, offset } => &map.bytes()[*offset..*offset + SLOT_SIZE],
+        match &self.mapped {
+            Some((map, offset)) => &map.bytes()[*offset..*offset + SLOT_SIZE],
+            None => &self.owned,
         }
     }
 
     /// The bytes, copied out of the mapping first if they are there.
     fn owned(&mut self) -> &mut Vec<u8> {
-        if let Self::Mapped { .. } = self {
-            *self = Self::Owned(self.bytes().to_vec());
+        if let Some((map, offset)) = self.mapped.take() {
+            self.owned = map.bytes()[offset..offset + SLOT_SIZE].to_vec();
         }
-        match self {
-            Self::Owned(bytes) => bytes,
-            Self::Mapped { .. } => unreachable!("copied out above"),
-        }
+        &mut self.owned
     }
 }
 
@@ -150,7 +147,10 @@ impl TrackView {
     pub fn parse(slot: Vec<u8>, cyl: u16, head: u16) -> Result<Self, TrackError> {
         let records = locate(&slot, cyl, head, true)?;
         Ok(Self {
-            slot: Slot::Owned(slot),
+            slot: Slot {
+                mapped: None,
+                owned: slot,
+            },
             records,
         })
     }
@@ -170,7 +170,10 @@ impl TrackView {
             .ok_or(TrackError::Malformed("slot outside the image"))?;
         let records = locate(slot, cyl, head, checksum)?;
         Ok(Self {
-            slot: Slot::Mapped { map, offset },
+            slot: Slot {
+                mapped: Some((map, offset)),
+                owned: Vec::new(),
+            },
             records,
         })
     }
@@ -243,10 +246,7 @@ impl TrackView {
 
     /// Give the slot buffer back for reuse (none for a mapped slot).
     pub fn into_slot(self) -> Vec<u8> {
-        match self.slot {
-            Slot::Owned(bytes) => bytes,
-            Slot::Mapped { .. } => Vec::new(),
-        }
+        self.slot.owned
     }
 }
 
