@@ -148,6 +148,23 @@ fn start_and_expect_done(tag: &str, ccws: u32) -> String {
     )
 }
 
+/// A chain `sns` that reads the 32 sense bytes into buffer `sense`.
+const SENSE_CHAIN: &str = "buffer sense at=0x3900 len=32 fill=0xee\n\
+                           ccws sns at=0x1800\n\
+                           ccw sense flags=SLI count=32 data=sense\n";
+
+/// Start the chain `tag`, expect it to end in unit check after `ccws` of
+/// its CCWs, then run [`SENSE_CHAIN`] and expect the sense to begin with
+/// the bytes `sense`.
+fn expect_unit_check_and_sense(tag: &str, ccws: u32, sense: &str) -> String {
+    format!(
+        "orb cpa={tag} c64=1\nstart\nexpect cc=0\nwait\n\
+         expect irb fc=start dstat=channel-end+device-end+unit-check cstat=none cpa={tag}+{}\n\
+         orb cpa=sns\nstart\nwait\nexpect buffer sense hex=\"{sense}\"\n",
+        8 * ccws
+    )
+}
+
 fn expect_blocks(tag: &str, first: u64, n: u8, seed: u8) -> String {
     (0..u64::from(n))
         .map(|i| {
@@ -330,13 +347,10 @@ fn sixteen_block_chains_write_and_read_back_across_tracks() {
 #[test]
 fn error_programs_end_in_unit_check_with_the_right_sense() {
     let backend = Backend::start("sim,cylinders=3");
-    let script = format!(
+    let mut script = format!(
         r#"
 memory size=1M
-buffer sense at=0x3900 len=32 fill=0xee
-buffer blk at=0x8000 len=4096
-ccws sns at=0x1800
-ccw sense flags=SLI count=32 data=sense
+{SENSE_CHAIN}buffer blk at=0x8000 len=4096
 
 # Read past the extent: track 2 only, 13 blocks asked.
 buffer de1 at=0x2000 hex={de_track2}
@@ -345,65 +359,33 @@ ccws beyond at=0x1000
 ccw 0x63 flags=CC count=16 data=de1
 ccw 0x47 flags=CC count=16 data=lr1
 {reads12}ccw 0x86 count=4096 data=blk
-orb cpa=beyond
-start
-wait
-expect irb dstat=channel-end+device-end+unit-check cstat=none cpa=beyond+120
-orb cpa=sns
-start
-wait
-expect buffer sense hex="00 04 00 00 00 00 02 00"
-
-# Write under a read-only file mask: the Locate Record is refused.
-buffer de2 at=0x2200 hex={de_ro}
-buffer lr2 at=0x2300 hex={lr_write}
-ccws ro at=0x1100
-ccw 0x63 flags=CC count=16 data=de2
-ccw 0x47 flags=CC count=16 data=lr2
-ccw 0x85 count=4096 data=blk
-orb cpa=ro
-start
-wait
-expect irb dstat=channel-end+device-end+unit-check cpa=ro+16
-orb cpa=sns
-start
-wait
-expect buffer sense hex="00 04 00 00 00 00 02 00"
-
-# Search for a record that is not there.
-buffer lr3 at=0x2400 hex={lr_r13}
-ccws nrf at=0x1200
-ccw 0x63 flags=CC count=16 data=de1
-ccw 0x47 flags=CC count=16 data=lr3
-ccw 0x86 count=4096 data=blk
-orb cpa=nrf
-start
-wait
-expect irb dstat=channel-end+device-end+unit-check cpa=nrf+16
-orb cpa=sns
-start
-wait
-expect buffer sense hex="00 08 00 01 00 00 02 00"
-
-# Locate Record Extended needs Prefix, which is not there: invalid command.
-ccws lre at=0x1300
-ccw 0x4b count=20 data=blk
-orb cpa=lre
-start
-wait
-expect irb dstat=channel-end+device-end+unit-check cpa=lre+8
-orb cpa=sns
-start
-wait
-expect buffer sense hex="80 00 00 00 00 00 00 01"
 "#,
         de_track2 = de(0x40, 0xC0, 2, 2),
         lr13 = lr(0x06, 0x80, 13, 2, 1, 4096),
         reads12 = "ccw 0x86 flags=CC count=4096 data=blk\n".repeat(12),
-        de_ro = de(0x40, 0xC0, 2, 2),
-        lr_write = lr(0x01, 0x80, 1, 2, 1, 4096),
-        lr_r13 = lr(0x06, 0x80, 1, 2, 13, 4096),
     );
+    script += &expect_unit_check_and_sense("beyond", 15, "00 04 00 00 00 00 02 00");
+    // Write under a read-only file mask: the Locate Record is refused.
+    script += &format!(
+        "buffer de2 at=0x2200 hex={}\nbuffer lr2 at=0x2300 hex={}\nccws ro at=0x1100\n\
+         ccw 0x63 flags=CC count=16 data=de2\nccw 0x47 flags=CC count=16 data=lr2\n\
+         ccw 0x85 count=4096 data=blk\n",
+        de(0x40, 0xC0, 2, 2),
+        lr(0x01, 0x80, 1, 2, 1, 4096),
+    );
+    script += &expect_unit_check_and_sense("ro", 2, "00 04 00 00 00 00 02 00");
+    // Search for a record that is not there.
+    script += &format!(
+        "buffer lr3 at=0x2400 hex={}\nccws nrf at=0x1200\n\
+         ccw 0x63 flags=CC count=16 data=de1\nccw 0x47 flags=CC count=16 data=lr3\n\
+         ccw 0x86 count=4096 data=blk\n",
+        lr(0x06, 0x80, 1, 2, 13, 4096),
+    );
+    script += &expect_unit_check_and_sense("nrf", 2, "00 08 00 01 00 00 02 00");
+    // Locate Record Extended needs Prefix, which is not there: invalid
+    // command.
+    script += "ccws lre at=0x1300\nccw 0x4b count=20 data=blk\n";
+    script += &expect_unit_check_and_sense("lre", 1, "80 00 00 00 00 00 00 01");
     run_script(&backend, "errors", &script);
 }
 
@@ -413,7 +395,7 @@ fn format_track_writes_then_format_check() {
     // dasdfmt -b 4096 of track 5 with R0: DE 0xC2, LR format from the home
     // address, WRITE R0, 12 × WRITE CKD with only the count (SLI).
     let mut s = format!(
-        "memory size=1M\nbuffer de at=0x2000 hex={}\nbuffer lr at=0x2100 hex={}\nbuffer r0 at=0x2200 hex={}\n",
+        "memory size=1M\n{SENSE_CHAIN}buffer de at=0x2000 hex={}\nbuffer lr at=0x2100 hex={}\nbuffer r0 at=0x2200 hex={}\n",
         de(0xC2, 0xC4, 5, 5),
         lr(0x43, 0, 13, 5, 0, 0),
         count(5, 0, 0, 8)
@@ -432,11 +414,11 @@ fn format_track_writes_then_format_check() {
         let flags = if r < 12 { "CC|SLI" } else { "SLI" };
         writeln!(s, "ccw 0x1d flags={flags} count=8 data=c{r}").unwrap();
     }
-    s += "start\nwait\nexpect irb dstat=channel-end+device-end cstat=none count=0 cpa=fmt+120\n";
+    s += "orb cpa=fmt\nstart\nwait\nexpect irb dstat=channel-end+device-end cstat=none count=0 cpa=fmt+120\n";
     // The format check: 13 READ COUNTs; the 13th finds no record.
     write!(
         s,
-        "buffer dec at=0x3000 hex={}\nbuffer lrc at=0x3100 hex={}\nbuffer sense at=0x3200 len=32\n",
+        "buffer dec at=0x3000 hex={}\nbuffer lrc at=0x3100 hex={}\n",
         de(0x40, 0xC4, 5, 5),
         lr(0x06, 0, 13, 5, 0, 0)
     )
@@ -453,12 +435,11 @@ fn format_track_writes_then_format_check() {
     for r in 1..=13u8 {
         writeln!(s, "ccw 0x12 flags=CC|SLI count=8 data=k{r}").unwrap();
     }
-    s += "ccws sns at=0x6000\nccw sense flags=SLI count=32 data=sense\n";
-    s += "orb cpa=check\nstart\nwait\nexpect irb dstat=channel-end+device-end+unit-check cpa=check+120\n";
+    s += &expect_unit_check_and_sense("check", 15, "00 08");
     for r in 1..=12u8 {
         writeln!(s, "expect buffer k{r} hex={}", count(5, r, 0, 4096)).unwrap();
     }
-    s += "expect buffer k13 fill=0xee\norb cpa=sns\nstart\nwait\nexpect buffer sense hex=\"00 08\"\n";
+    s += "expect buffer k13 fill=0xee\n";
     run_script(&backend, "format", &s);
 }
 
@@ -520,22 +501,13 @@ fn image_truncated_under_the_backend_is_a_data_check_not_a_crash() {
         .unwrap()
         .set_len(4096)
         .unwrap();
-    let mut script = String::from(
-        "memory size=4M\n\
-         buffer sense at=0x3000 len=32 fill=0xee\n\
-         ccws sns at=0x3100\n\
-         ccw sense flags=SLI count=32 data=sense\n",
-    );
+    let mut script = format!("memory size=4M\n{SENSE_CHAIN}");
     // The Locate Record, which orients on the first track, fails: the
     // mapping reports the failed page-in (data check) and is given up;
     // the next program's read of the file fails (equipment check).
     for (tag, first, sense) in [("b", 24, "08"), ("c", 48, "10")] {
         script += &rw_program(tag, 0x10_0000 + (first << 14), first, 16, false, 0);
-        script += &format!(
-            "orb cpa={tag} c64=1\nstart\nexpect cc=0\nwait\n\
-             expect irb fc=start dstat=channel-end+device-end+unit-check cpa={tag}+16\n\
-             orb cpa=sns\nstart\nwait\nexpect buffer sense hex=\"{sense}\"\n"
-        );
+        script += &expect_unit_check_and_sense(tag, 2, sense);
     }
     script += "buffer idbuf at=0x3300 len=7\nccws id at=0x3200\nccw sense-id flags=SLI count=7 data=idbuf\n\
                orb cpa=id\nstart\nwait\nexpect buffer idbuf hex=\"ff 39 90\"\n";

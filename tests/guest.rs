@@ -14,8 +14,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
-use crate::binary;
 use crate::qemu::{qemu_binary, vhost_user_subchannel_args};
+use crate::{binary, succeeded};
 
 /// Guest RAM: the pattern step keeps a copy of the whole partition in tmpfs.
 pub const GUEST_RAM: &str = "512M";
@@ -424,12 +424,7 @@ pub fn image_tool(args: &[&std::ffi::OsStr]) -> String {
         .args(args)
         .output()
         .expect("run vhost-user-ccw image");
-    assert!(
-        out.status.success(),
-        "vhost-user-ccw image {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(&out)
 }
 
 /// The SHA-256 of a file, as sha256sum(1) prints it.

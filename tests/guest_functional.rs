@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use vhost_user_ccw_tests::Backend;
 use vhost_user_ccw_tests::guest::{BootSpec, DASD_BUSID, Disk, Guest, Kit, Outcome, field, sha256};
+use vhost_user_ccw_tests::{Backend, succeeded};
 
 /// The buffer device of the `sim` host: SENSE ID answers control unit
 /// 0x5000 model 1, device 0x5001 model 1, and no Linux driver claims it.
@@ -137,8 +137,7 @@ fn debugfs(raw: &Path, request: &str) -> String {
         .arg(raw)
         .output()
         .expect("run debugfs (e2fsprogs)");
-    assert!(out.status.success(), "debugfs -R '{request}' failed");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(&out)
 }
 
 fn dasd_end_to_end(kernel: &'static str) {
@@ -174,12 +173,7 @@ fn dasd_end_to_end(kernel: &'static str) {
         .arg(&raw)
         .output()
         .expect("run e2fsck (e2fsprogs)");
-    assert!(
-        fsck.status.success(),
-        "e2fsck: {}{}",
-        String::from_utf8_lossy(&fsck.stdout),
-        String::from_utf8_lossy(&fsck.stderr)
-    );
+    succeeded(&fsck);
     let out_dir = tempfile::tempdir().expect("tempdir");
     for (name, (size, sha)) in &written {
         let dumped = out_dir.path().join(name.replace('/', "_"));

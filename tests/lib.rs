@@ -228,10 +228,13 @@ pub fn wait_for_path(path: &Path) {
 
 /// The standard output of a finished command that must have succeeded
 /// (its standard error is the panic message if it did not).
+#[track_caller]
 pub fn succeeded(out: &std::process::Output) -> String {
     assert!(
         out.status.success(),
-        "{}",
+        "{}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()

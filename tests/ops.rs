@@ -609,12 +609,7 @@ fn libvirt_example_validates_and_matches_the_units() {
         .arg("domain")
         .output()
         .expect("virt-xml-validate (package libvirt-clients) is required");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&out);
     let text = std::fs::read_to_string(&xml).unwrap();
     assert!(text.contains("<source type='memfd'/>"));
     assert!(text.contains("<access mode='shared'/>"));

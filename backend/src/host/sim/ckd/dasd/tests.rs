@@ -1070,8 +1070,7 @@ fn writes_taken_in_place_store_what_execute_stores() {
 fn records_after_a_long_r0_that_overflow_the_track_are_invalid_track_format() {
     let (_tmp, mut dev) = cdl_dasd("long-r0");
     let record = |r: u8, dl: u16| {
-        let mut bytes = vec![0, 0, 0, 3, r, 0];
-        bytes.extend_from_slice(&dl.to_be_bytes());
+        let mut bytes = count(0, 3, r, 0, dl);
         bytes.resize(8 + usize::from(dl), 0x3C);
         bytes
     };
