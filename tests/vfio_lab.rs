@@ -64,9 +64,29 @@ fn the_vfio_host_drives_vfio_ccw_in_an_s390x_guest() {
         .collect();
     assert!(
         missing.is_empty(),
-        "checks that did not pass in the guest: {missing:?}"
+        "checks that did not pass in the guest: {missing:?}\n{}",
+        missing
+            .iter()
+            .map(|check| lead_up(&log, check))
+            .collect::<String>()
     );
     assert!(!log.contains(" fail\n"), "a check failed in the guest");
     assert!(log.contains("VFIO-LAB-DONE"), "the guest did not finish");
     assert!(status.success(), "scripts/vfio-lab.sh failed: {status}");
+}
+
+/// The console lines before a check's result (its report and the evidence
+/// it judged), for the failure message: CI keeps only the end of the output.
+fn lead_up(log: &str, check: &str) -> String {
+    const LINES: usize = 40;
+    let lines: Vec<&str> = log.lines().collect();
+    let end = lines
+        .iter()
+        .position(|line| line.starts_with(&format!("VFIO-LAB-RESULT {check} ")))
+        .map_or(lines.len(), |at| at + 1);
+    let start = end.saturating_sub(LINES);
+    format!(
+        "--- console before the result of {check}\n{}\n",
+        lines[start..end].join("\n")
+    )
 }

@@ -163,11 +163,12 @@ if start_backend $SLOW_SOCK $SLOW_UUID /tmp/slow-backend.log; then
         tail -n +$((lines + 1)) /tmp/slow-backend.log > /tmp/after-kill.log
         echo "backend after the kill:"; cat /tmp/after-kill.log
         # In order: the close found the program running (start function
-        # only), the HALT went through the async region, the device was
-        # closed (the SCHIB showed no function any more). The interruption
-        # ending the halted program is logged when its eventfd fires before
-        # the close: if so, it must have the start and halt functions and a
-        # CPA inside the program (0x1000 + 200 * 8).
+        # only), the HALT went through the async region, the interruption
+        # ending the halted program came through the eventfd (start and
+        # halt functions, a CPA inside the program: 0x1000 + 200 * 8), and
+        # only then was the device closed. Closing on the idle SCHIB alone,
+        # before vfio-ccw's worker signalled that interruption, could leave
+        # vfio-ccw refusing every later open (see await_final_interruption).
         if awk '
             /not closing yet, a function is in progress: fc=FunctionControl\(START\) / && !r { r = NR }
             /HALT through the async region: Ok/ && r && !h { h = NR }
@@ -178,7 +179,7 @@ if start_backend $SLOW_SOCK $SLOW_UUID /tmp/slow-backend.log; then
             }
             /closed: subchannel disabled/ && h && !c { c = NR }
             END { print "running line " r ", halt line " h ", interruption line " i " (cpa " cpa "), closed line " c
-                  exit !(r && h && c && !bad) }' /tmp/after-kill.log; then
+                  exit !(r && h && i && c && i < c && !bad) }' /tmp/after-kill.log; then
             result kill-mid-run pass
         else
             result kill-mid-run fail

@@ -70,6 +70,9 @@ const CONTENDED_RETRIES: u32 = 1000;
 const CONTENDED_PAUSE: Duration = Duration::from_micros(100);
 /// How long the SENSE ID at construction may take.
 const SENSE_ID_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a close waits for a final interruption the kernel owes (the
+/// kernel's own quiesce waits 3 s for one).
+const FINAL_INTERRUPTION_WAIT: Duration = Duration::from_secs(3);
 
 /// Epoll tokens of the three interrupt eventfds.
 const TOKEN_IO: u64 = 0;
@@ -299,6 +302,9 @@ pub struct VfioSubchannel {
     gone: bool,
     /// Interruptions the host made up (refused functions).
     synthetic: Vec<HostEvent>,
+    /// The kernel accepted a start, halt or clear whose final interruption
+    /// has not come through the I/O eventfd yet.
+    interruption_due: bool,
 }
 
 impl std::fmt::Debug for VfioSubchannel {
@@ -491,6 +497,7 @@ impl VfioSubchannel {
             last_schib: Schib::default(),
             gone: false,
             synthetic: Vec::new(),
+            interruption_due: false,
         };
         host.enable()?;
         let probed = host.probe();
@@ -602,6 +609,7 @@ impl VfioSubchannel {
         }
         self.running = None;
         self.last_layout = None;
+        self.interruption_due = false;
         self.unmap_ram();
         // Nothing of the closed device may reach the next session.
         for event in [&self.io_event, &self.crw_event, &self.req_event] {
@@ -609,6 +617,33 @@ impl VfioSubchannel {
         }
         self.last_schib.pmcw.enabled = false;
         self.last_schib.scsw = Scsw::default();
+    }
+
+    /// Before a close: take the final interruption the kernel still owes.
+    ///
+    /// vfio-ccw's interrupt handler takes the status from the subchannel
+    /// (the SCHIB then shows it idle) and leaves the rest to a worker: end
+    /// the program, set its state machine to IDLE, publish the IRB, signal
+    /// the eventfd. A close between the two finds the program still
+    /// pending, disables the subchannel and sets STANDBY; the worker then
+    /// sets IDLE over the closed device, and vfio-ccw answers the next open
+    /// with "not operational" for good (the mdev is lost until it is
+    /// re-created). Waiting for the eventfd closes only after the worker.
+    fn await_final_interruption(&mut self) -> Result<(), HostError> {
+        if !self.interruption_due {
+            return Ok(());
+        }
+        if super::wait_readable(self.io_event.as_raw_fd(), FINAL_INTERRUPTION_WAIT)? {
+            // A session is ending: the interruption goes nowhere.
+            self.poll(&mut Vec::new())?;
+        }
+        if self.interruption_due {
+            log::warn!(
+                "vfio: {}: closing without the final interruption the kernel owes",
+                self.target.name
+            );
+        }
+        Ok(())
     }
 
     fn unmap_ram(&mut self) {
@@ -730,7 +765,10 @@ impl VfioSubchannel {
         };
         log::debug!("vfio: {name} through the async region: {result:?}");
         match outcome(&result) {
-            Outcome::Cc(cc) => cc,
+            Outcome::Cc(cc) => {
+                self.interruption_due |= cc == HostCc::Accepted;
+                cc
+            }
             Outcome::Refused => {
                 log::error!(
                     "vfio: async command {command} refused: {}",
@@ -885,6 +923,7 @@ impl HostSubchannel for VfioSubchannel {
             }
             Err(e) => return Err(e),
         }
+        self.await_final_interruption()?;
         self.close_device();
         Ok(())
     }
@@ -918,6 +957,7 @@ impl HostSubchannel for VfioSubchannel {
         let result = self.submit(layout.orb());
         match outcome(&result) {
             Outcome::Cc(HostCc::Accepted) => {
+                self.interruption_due = true;
                 self.running = Some(Running {
                     _program: program,
                     _ram: ram,
@@ -1018,6 +1058,7 @@ impl HostSubchannel for VfioSubchannel {
                 irb.scsw.device_status
             );
             if irb.scsw.is_final() {
+                self.interruption_due = false;
                 if let Some(running) = self.running.take() {
                     self.last_layout = Some(running.layout);
                 }
