@@ -128,7 +128,7 @@ pub enum Addressing {
     },
 }
 
-/// What a program entry is.
+/// What a program entry is, decoded ([`ProgramCcw::kind`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CcwKind {
     /// A command with its data area.
@@ -160,12 +160,161 @@ pub enum CcwKind {
 }
 
 /// One entry of a translated program: a CCW as fetched, or a check point.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Kept in a packed form, read through [`ProgramCcw::kind`]: a program has
+/// up to thousands of entries and the translator writes one per CCW, so an
+/// entry is the fetched CCW word plus a few bits rather than a decoded enum
+/// (the decoded form's dozen field stores were a quarter of the time of
+/// translating a common CCW).
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ProgramCcw {
     /// Guest address the CCW was (or would have been) fetched from.
     pub addr: u64,
-    /// What it is.
-    pub kind: CcwKind,
+    /// A command: the CCW in the format-1 layout (command code, flags,
+    /// count, data address). A TIC: the target entry. A check point: the
+    /// reason's index in [`check::ALL`].
+    word: u64,
+    /// A command's data pieces: `data[0]..data[1]` of
+    /// [`ChannelProgram::pieces`].
+    data: [u32; 2],
+    /// What the entry is ([`entry`] bits).
+    meta: u32,
+}
+
+/// The [`ProgramCcw::meta`] bits.
+mod entry {
+    /// The entry is a command (with [`IN`], [`FORMAT2`], [`BLOCK_4K`]).
+    pub const COMMAND: u32 = 0;
+    /// The entry is a TIC.
+    pub const TIC: u32 = 1;
+    /// The entry is a check point.
+    pub const CHECK: u32 = 2;
+    /// Mask of the entry kinds.
+    pub const KIND: u32 = 3;
+    /// A command that moves data into guest memory.
+    pub const IN: u32 = 1 << 2;
+    /// Indirect addressing uses format-2 IDAWs.
+    pub const FORMAT2: u32 = 1 << 3;
+    /// Indirect addressing uses 4 KiB blocks.
+    pub const BLOCK_4K: u32 = 1 << 4;
+}
+
+impl ProgramCcw {
+    /// A command: its CCW, direction, the IDAW mode of the program and its
+    /// data pieces.
+    pub(crate) fn command(
+        addr: u64,
+        ccw: Ccw,
+        direction: Direction,
+        mode: Mode,
+        data: Range<u32>,
+    ) -> Self {
+        let [c0, c1] = ccw.count.to_be_bytes();
+        let [a0, a1, a2, a3] = ccw.cda.to_be_bytes();
+        Self {
+            addr,
+            word: u64::from_be_bytes([ccw.cmd, ccw.flags.bits(), c0, c1, a0, a1, a2, a3]),
+            data: [data.start, data.end],
+            meta: command_meta(direction, mode),
+        }
+    }
+
+    /// A TIC to entry `target`.
+    pub fn tic(addr: u64, target: u32) -> Self {
+        Self {
+            addr,
+            word: u64::from(target),
+            data: [0; 2],
+            meta: entry::TIC,
+        }
+    }
+
+    /// A check point; `reason` is one of [`check::ALL`].
+    pub fn check(addr: u64, reason: &'static str) -> Self {
+        let index = check::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+        Self {
+            addr,
+            word: u64::try_from(index).unwrap_or(0),
+            data: [0; 2],
+            meta: entry::CHECK,
+        }
+    }
+
+    /// What the entry is.
+    #[inline]
+    pub fn kind(&self) -> CcwKind {
+        match self.meta & entry::KIND {
+            entry::TIC => CcwKind::Tic {
+                target: u32::try_from(self.word).unwrap_or(u32::MAX),
+            },
+            entry::CHECK => CcwKind::Check {
+                reason: check::ALL
+                    .get(usize::try_from(self.word).unwrap_or(0))
+                    .copied()
+                    .unwrap_or(check::ALL[0]),
+            },
+            _ => {
+                let [cmd, flags, c0, c1, a0, a1, a2, a3] = self.word.to_be_bytes();
+                let flags = CcwFlags::from_bits_truncate(flags);
+                let cda = u32::from_be_bytes([a0, a1, a2, a3]);
+                CcwKind::Command {
+                    cmd,
+                    flags,
+                    count: u16::from_be_bytes([c0, c1]),
+                    direction: if self.meta & entry::IN != 0 {
+                        Direction::In
+                    } else {
+                        Direction::Out
+                    },
+                    addressing: if flags.contains(CcwFlags::IDA) {
+                        Addressing::Indirect {
+                            format2: self.meta & entry::FORMAT2 != 0,
+                            block: if self.meta & entry::BLOCK_4K != 0 {
+                                4096
+                            } else {
+                                2048
+                            },
+                            idal: cda,
+                        }
+                    } else {
+                        Addressing::Direct
+                    },
+                    data: self.data[0]..self.data[1],
+                }
+            }
+        }
+    }
+
+    /// Whether the entry is a TIC.
+    #[inline]
+    pub fn is_tic(&self) -> bool {
+        self.meta & entry::KIND == entry::TIC
+    }
+}
+
+impl std::fmt::Debug for ProgramCcw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProgramCcw")
+            .field("addr", &self.addr)
+            .field("kind", &self.kind())
+            .finish()
+    }
+}
+
+/// The [`ProgramCcw::meta`] of a command.
+#[inline]
+fn command_meta(direction: Direction, mode: Mode) -> u32 {
+    let mut meta = entry::COMMAND;
+    if direction == Direction::In {
+        meta |= entry::IN;
+    }
+    if mode.format2_idaw {
+        meta |= entry::FORMAT2;
+    }
+    if mode.block == 4096 {
+        meta |= entry::BLOCK_4K;
+    }
+    meta
 }
 
 /// A run of consecutive CCWs fetched from one guest address.
@@ -212,13 +361,12 @@ impl ChannelProgram {
 
     /// The data pieces of entry `index`.
     pub fn data(&self, index: usize) -> &[DataPiece] {
-        match &self.ccws[index].kind {
-            CcwKind::Command { data, .. } => {
-                &self.pieces[usize::try_from(data.start).unwrap_or(0)
-                    ..usize::try_from(data.end).unwrap_or(0)]
-            }
-            _ => &[],
+        let entry = &self.ccws[index];
+        if entry.meta & entry::KIND != entry::COMMAND {
+            return &[];
         }
+        let [start, end] = entry.data.map(|i| usize::try_from(i).unwrap_or(0));
+        &self.pieces[start..end]
     }
 
     /// Index of the entry fetched from the doubleword after entry `index`,
@@ -236,21 +384,23 @@ impl ChannelProgram {
     /// A TIC that reaches another TIC was made a check point by the
     /// translator, so this terminates.
     pub fn resolve(&self, index: usize) -> usize {
-        match self.ccws[index].kind {
-            CcwKind::Tic { target } => usize::try_from(target).unwrap_or(index),
-            _ => index,
+        let entry = &self.ccws[index];
+        if entry.is_tic() {
+            usize::try_from(entry.word).unwrap_or(index)
+        } else {
+            index
         }
     }
 }
 
 /// Reading of one ORB: what the translation depends on.
 #[derive(Debug, Clone, Copy)]
-struct Mode {
-    format1: bool,
+pub(crate) struct Mode {
+    pub(crate) format1: bool,
     /// Format-2 IDAWs (ORB H).
-    format2_idaw: bool,
+    pub(crate) format2_idaw: bool,
     /// IDAW block size (2048 or 4096).
-    block: u64,
+    pub(crate) block: u64,
 }
 
 impl Mode {
@@ -311,21 +461,39 @@ const NOP: u8 = 0x03;
 
 /// Program-check reasons.
 mod check {
-    pub const CPA_ALIGNMENT: &str = "channel-program address not doubleword aligned";
-    pub const CCW_ADDRESS: &str = "CCW address outside guest RAM";
-    pub const COMMAND: &str = "invalid command code";
-    pub const TIC_TO_TIC: &str = "TIC to a TIC";
-    pub const TIC_ALIGNMENT: &str = "TIC target not doubleword aligned";
-    pub const ZERO_COUNT: &str = "zero count";
-    pub const CD_ZERO_COUNT: &str = "zero count with chain data";
-    pub const DATA_ADDRESS: &str = "data address outside guest RAM or addressing mode";
-    pub const IDAL_ALIGNMENT: &str = "IDAL not aligned for its IDAW format";
-    pub const IDAL_ADDRESS: &str = "IDAL outside guest RAM";
-    pub const IDAW_FORMAT1: &str = "format-1 IDAW with bit 0 set";
-    pub const IDAW_BOUNDARY: &str = "IDAW after the first not on a block boundary";
-    pub const FLAGS: &str = "MIDA flag without MIDAW control";
-    pub const SUSPEND: &str = "suspend flag without suspend control";
-    pub const NOT_FETCHED: &str = "beyond the translator's limits (reached only by a skip)";
+    pub const CPA_ALIGNMENT: &str = ALL[0];
+    pub const CCW_ADDRESS: &str = ALL[1];
+    pub const COMMAND: &str = ALL[2];
+    pub const TIC_TO_TIC: &str = ALL[3];
+    pub const TIC_ALIGNMENT: &str = ALL[4];
+    pub const ZERO_COUNT: &str = ALL[5];
+    pub const CD_ZERO_COUNT: &str = ALL[6];
+    pub const DATA_ADDRESS: &str = ALL[7];
+    pub const IDAL_ALIGNMENT: &str = ALL[8];
+    pub const IDAL_ADDRESS: &str = ALL[9];
+    pub const IDAW_FORMAT1: &str = ALL[10];
+    pub const IDAW_BOUNDARY: &str = ALL[11];
+    pub const FLAGS: &str = ALL[12];
+    pub const SUSPEND: &str = ALL[13];
+    pub const NOT_FETCHED: &str = ALL[14];
+    /// Every reason, in the order a check point records it.
+    pub const ALL: [&str; 15] = [
+        "channel-program address not doubleword aligned",
+        "CCW address outside guest RAM",
+        "invalid command code",
+        "TIC to a TIC",
+        "TIC target not doubleword aligned",
+        "zero count",
+        "zero count with chain data",
+        "data address outside guest RAM or addressing mode",
+        "IDAL not aligned for its IDAW format",
+        "IDAL outside guest RAM",
+        "format-1 IDAW with bit 0 set",
+        "IDAW after the first not on a block boundary",
+        "MIDA flag without MIDAW control",
+        "suspend flag without suspend control",
+        "beyond the translator's limits (reached only by a skip)",
+    ];
 }
 
 /// What the builder knows about the next CCW of a segment.
@@ -536,7 +704,7 @@ impl Builder<'_> {
                     first
                 }
             };
-            let index = if matches!(self.program.ccws[index].kind, CcwKind::Tic { .. }) {
+            let index = if self.program.ccws[index].is_tic() {
                 // A TIC may not designate another TIC: the channel
                 // program-checks when it fetches the second one.
                 let at = self.program.ccws[index].addr;
@@ -544,19 +712,17 @@ impl Builder<'_> {
             } else {
                 index
             };
-            self.program.ccws[tic].kind = CcwKind::Tic {
-                target: u32::try_from(index).unwrap_or(u32::MAX),
-            };
+            self.program.ccws[tic] = ProgramCcw::tic(
+                self.program.ccws[tic].addr,
+                u32::try_from(index).unwrap_or(u32::MAX),
+            );
         }
         Ok(())
     }
 
     fn push_check(&mut self, addr: u64, reason: &'static str) {
         let first = self.program.ccws.len();
-        self.program.ccws.push(ProgramCcw {
-            addr,
-            kind: CcwKind::Check { reason },
-        });
+        self.program.ccws.push(ProgramCcw::check(addr, reason));
         self.program.segments.push(Segment {
             addr,
             first: u32::try_from(first).unwrap_or(u32::MAX),
@@ -567,10 +733,7 @@ impl Builder<'_> {
     /// A check point reached only through a link (TIC to TIC): not part of
     /// any segment, so that looking the address up still finds the TIC.
     fn push_check_detached(&mut self, addr: u64, reason: &'static str) -> usize {
-        self.program.ccws.push(ProgramCcw {
-            addr,
-            kind: CcwKind::Check { reason },
-        });
+        self.program.ccws.push(ProgramCcw::check(addr, reason));
         self.program.ccws.len() - 1
     }
 
@@ -655,10 +818,7 @@ impl Builder<'_> {
             if ccw.is_tic(self.mode.format1) {
                 let target = u64::from(ccw.cda);
                 let index = self.program.ccws.len();
-                self.push_in_segment(ProgramCcw {
-                    addr,
-                    kind: CcwKind::Tic { target: u32::MAX },
-                });
+                self.push_in_segment(ProgramCcw::tic(addr, u32::MAX));
                 self.pending_tics.push((index, target, context.chained));
                 // A status modifier on the CCW before the TIC skips it (a
                 // search loop: SEARCH; TIC *-8; READ), and so does an
@@ -691,10 +851,7 @@ impl Builder<'_> {
     }
 
     fn push_check_in_segment(&mut self, addr: u64, reason: &'static str) {
-        self.push_in_segment(ProgramCcw {
-            addr,
-            kind: CcwKind::Check { reason },
-        });
+        self.push_in_segment(ProgramCcw::check(addr, reason));
     }
 
     /// A run of common CCWs, from `slot` of the segment fetched into `raw`
@@ -729,43 +886,57 @@ impl Builder<'_> {
         raw: &[u8],
         slot: usize,
     ) -> (usize, bool) {
-        let mode = Mode {
-            format1: true,
-            format2_idaw: FORMAT2,
-            block: if BLOCK_4K { 4096 } else { 2048 },
-        };
-        let (mask, shift) = (mode.block - 1, mode.block.trailing_zeros());
-        let width = mode.idaw_width();
+        let block: u64 = if BLOCK_4K { 4096 } else { 2048 };
+        let (mask, shift) = (block - 1, block.trailing_zeros());
+        let width = if FORMAT2 { 8 } else { 4 };
         let idaw_limit: u64 = if FORMAT2 { u64::MAX } else { 1 << 31 };
         let (low, high) = self.data_range;
         let in_range = |addr: u64, len: u64| addr >= low && addr.saturating_add(len) <= high;
-        let unusual = CcwFlags::CD | CcwFlags::SKIP | CcwFlags::S | CcwFlags::MIDA;
+        // Commands that move data in have the IN bit; the others differ
+        // only in the direction bit (odd codes send).
+        let meta = command_meta(Direction::Out, self.mode);
+        // Bits of the CCW word that end a run: the CD, skip, suspend and
+        // MIDA flags, and bit 0 of the data address (a format-1 address
+        // error).
+        let flag = |f: CcwFlags| u64::from(f.bits()) << 48;
+        let unusual =
+            flag(CcwFlags::CD | CcwFlags::SKIP | CcwFlags::S | CcwFlags::MIDA) | 0x8000_0000;
+        // While a whole segment of maximal CCWs cannot reach the data limit,
+        // no CCW needs its own check.
+        let max_segment_bytes = MAX_SEGMENT_CCWS as u64 * u64::from(u16::MAX);
+        let data_limit = if self.program.data_bytes + max_segment_bytes > MAX_DATA_BYTES {
+            MAX_DATA_BYTES
+        } else {
+            u64::MAX
+        };
         let mut ccws = std::mem::take(&mut self.program.ccws);
         let mut pieces = std::mem::take(&mut self.program.pieces);
         let mut data_bytes = self.program.data_bytes;
-        let mut taken = 0;
-        let mut chains = false;
-        for (i, bytes) in raw.chunks_exact(8).enumerate().skip(slot) {
-            let Ok(ccw) = Ccw::decode(true, bytes) else {
+        let before = ccws.len();
+        let mut addr = start + CCW_SIZE * slot as u64;
+        let mut last = 0u64;
+        for bytes in raw.get(slot * 8..).unwrap_or(&[]).chunks_exact(8) {
+            let Ok(bytes) = <[u8; 8]>::try_from(bytes) else {
                 break;
             };
-            if ccw.flags.intersects(unusual) || ccw.count == 0 || ccw.cmd == NOP {
+            let word = u64::from_be_bytes(bytes);
+            let [cmd, _, c0, c1, a0, a1, a2, a3] = bytes;
+            let count = u64::from(u16::from_be_bytes([c0, c1]));
+            // Low three bits zero: an invalid code (xxxx0000) or a TIC
+            // (xxxx1000).
+            if word & unusual != 0 || count == 0 || cmd & 7 == 0 || cmd == NOP {
                 break;
             }
-            let Some(direction) = Direction::of(ccw.cmd) else {
-                break;
-            };
-            let count = u64::from(ccw.count);
-            if data_bytes + count > MAX_DATA_BYTES {
+            if data_bytes + count > data_limit {
                 break;
             }
+            let cda = u64::from(u32::from_be_bytes([a0, a1, a2, a3]));
             let first_piece = pieces.len();
-            let addressing = if ccw.flags.contains(CcwFlags::IDA) {
-                let idal = u64::from(ccw.cda);
-                let Some(first) = self.idals.first_idaw(idal, width) else {
+            if word & flag(CcwFlags::IDA) != 0 {
+                let Some(first) = self.idals.first_idaw(cda, width) else {
                     break;
                 };
-                if count <= mode.block - (first & mask) {
+                if count <= block - (first & mask) {
                     // One IDAW: the usual 4 KiB block through an aligned
                     // IDAW, without the IDAL walk.
                     if first >= idaw_limit || !in_range(first, count) {
@@ -773,11 +944,11 @@ impl Builder<'_> {
                     }
                     pieces.push(DataPiece {
                         addr: first,
-                        len: u32::from(ccw.count),
+                        len: u32::from(u16::from_be_bytes([c0, c1])),
                     });
                 } else {
-                    let Some(list) = self.idals.held(idal, width, |first| {
-                        1 + ((count - (mode.block - (first & mask)) + mask) >> shift)
+                    let Some(list) = self.idals.held(cda, width, |first| {
+                        1 + ((count - (block - (first & mask)) + mask) >> shift)
                     }) else {
                         break;
                     };
@@ -785,7 +956,7 @@ impl Builder<'_> {
                     let mut fits = true;
                     for (n, idaw) in list.chunks_exact(width).enumerate() {
                         let data = idaw_value(idaw);
-                        let len = remaining.min(mode.block - (data & mask));
+                        let len = remaining.min(block - (data & mask));
                         if (n > 0 && data & mask != 0) || data >= idaw_limit || !in_range(data, len)
                         {
                             fits = false;
@@ -802,41 +973,34 @@ impl Builder<'_> {
                         break;
                     }
                 }
-                Addressing::Indirect {
-                    format2: mode.format2_idaw,
-                    block: mode.block_u16(),
-                    idal: ccw.cda,
-                }
             } else {
-                let data = u64::from(ccw.cda);
-                if data + count > 1 << 31 || !in_range(data, count) {
+                if cda + count > 1 << 31 || !in_range(cda, count) {
                     break;
                 }
                 pieces.push(DataPiece {
-                    addr: data,
-                    len: u32::from(ccw.count),
+                    addr: cda,
+                    len: u32::from(u16::from_be_bytes([c0, c1])),
                 });
-                Addressing::Direct
-            };
+            }
             data_bytes += count;
             ccws.push(ProgramCcw {
-                addr: start + CCW_SIZE * i as u64,
-                kind: CcwKind::Command {
-                    cmd: ccw.cmd,
-                    flags: ccw.flags,
-                    count: ccw.count,
-                    direction,
-                    addressing,
-                    data: u32::try_from(first_piece).unwrap_or(u32::MAX)
-                        ..u32::try_from(pieces.len()).unwrap_or(u32::MAX),
-                },
+                addr,
+                word,
+                data: [
+                    u32::try_from(first_piece).unwrap_or(u32::MAX),
+                    u32::try_from(pieces.len()).unwrap_or(u32::MAX),
+                ],
+                // Even codes (read, sense) move data in.
+                meta: meta | (u32::from(!cmd & 1) << 2),
             });
-            taken += 1;
-            chains = ccw.flags.contains(CcwFlags::CC);
-            if !chains {
+            addr += CCW_SIZE;
+            last = word;
+            if word & flag(CcwFlags::CC) == 0 {
                 break;
             }
         }
+        let taken = ccws.len() - before;
+        let chains = taken > 0 && last & flag(CcwFlags::CC) != 0;
         self.program.ccws = ccws;
         self.program.pieces = pieces;
         self.program.data_bytes = data_bytes;
@@ -927,17 +1091,7 @@ impl Builder<'_> {
         }
         let data = u32::try_from(first_piece).unwrap_or(u32::MAX)
             ..u32::try_from(self.program.pieces.len()).unwrap_or(u32::MAX);
-        self.push_in_segment(ProgramCcw {
-            addr,
-            kind: CcwKind::Command {
-                cmd: ccw.cmd,
-                flags,
-                count: ccw.count,
-                direction,
-                addressing,
-                data,
-            },
-        });
+        self.push_in_segment(ProgramCcw::command(addr, ccw, direction, self.mode, data));
         // CD takes precedence over CC.
         Ok(if flags.contains(CcwFlags::CD) {
             Some(Context {

@@ -90,12 +90,12 @@ fn check_program(program: &ChannelProgram, ram: &GuestRam) {
         if let Some(next) = program.sequential(i) {
             assert!(next < entries, "entry {i}: sequential out of bounds");
         }
-        match &entry.kind {
+        match entry.kind() {
             CcwKind::Tic { target } => {
-                let target = index(*target);
+                let target = index(target);
                 assert!(target < entries, "entry {i}: TIC target out of bounds");
                 assert!(
-                    !matches!(program.ccws[target].kind, CcwKind::Tic { .. }),
+                    !matches!(program.ccws[target].kind(), CcwKind::Tic { .. }),
                     "entry {i}: TIC resolves to a TIC"
                 );
             }
@@ -106,7 +106,7 @@ fn check_program(program: &ChannelProgram, ram: &GuestRam) {
                 );
                 let moved: u64 = program.data(i).iter().map(|p| u64::from(p.len)).sum();
                 assert!(
-                    moved == 0 || moved == u64::from(*count),
+                    moved == 0 || moved == u64::from(count),
                     "entry {i}: pieces cover {moved} bytes of {count}"
                 );
                 designated += moved;

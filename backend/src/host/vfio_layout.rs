@@ -554,7 +554,7 @@ impl HostProgram {
         let mut idaw_guest = Vec::with_capacity(usize::try_from(idaws).unwrap_or(0));
         for (i, (entry, d)) in entries.iter().zip(&data).enumerate() {
             let host = entry_host[i];
-            let ccw = match &entry.kind {
+            let ccw = match entry.kind() {
                 CcwKind::Command {
                     cmd, flags, count, ..
                 } => {
@@ -578,14 +578,14 @@ impl HostProgram {
                         }
                     }
                     Ccw1 {
-                        cmd: *cmd,
+                        cmd,
                         flags: flags.intersection(PASSED_FLAGS).union(CcwFlags::IDA),
-                        count: *count,
+                        count,
                         cda,
                     }
                 }
                 CcwKind::Tic { target } => {
-                    let target = usize::try_from(*target).unwrap_or(usize::MAX);
+                    let target = usize::try_from(target).unwrap_or(usize::MAX);
                     let to = *entry_host
                         .get(target)
                         .ok_or(LayoutError::Inconsistent("TIC target out of range"))?;
@@ -793,9 +793,9 @@ fn plan_data(
         count,
         data,
         ..
-    } = &entry.kind
+    } = entry.kind()
     else {
-        if let CcwKind::Tic { target } = entry.kind {
+        if let CcwKind::Tic { target } = entry.kind() {
             if usize::try_from(target)
                 .ok()
                 .is_none_or(|t| t >= program.ccws.len())
@@ -820,7 +820,7 @@ fn plan_data(
         return Err(LayoutError::ReadBackward { addr: entry.addr });
     }
     let total: u64 = pieces.iter().map(|p| u64::from(p.len)).sum();
-    if total != u64::from(*count) {
+    if total != u64::from(count) {
         return Err(LayoutError::Inconsistent(
             "data pieces do not add up to the count",
         ));
@@ -837,7 +837,7 @@ fn plan_data(
 
 /// IDAWs of a command without data: the blocks its count spans, at least one.
 fn scratch_idaws(entry: &ProgramCcw, block: u64) -> u64 {
-    match entry.kind {
+    match entry.kind() {
         CcwKind::Command { count, .. } => u64::from(count).div_ceil(block).max(1),
         _ => 0,
     }
@@ -847,10 +847,10 @@ fn scratch_idaws(entry: &ProgramCcw, block: u64) -> u64 {
 /// designating the data at `offset` (the first one when there is no data),
 /// or the CCW itself when the guest addressed directly.
 fn guest_designator(entry: &ProgramCcw, pieces: &[DataPiece], offset: Option<u64>) -> u64 {
-    let CcwKind::Command { addressing, .. } = &entry.kind else {
+    let CcwKind::Command { addressing, .. } = entry.kind() else {
         return entry.addr;
     };
-    match *addressing {
+    match addressing {
         Addressing::Direct => entry.addr,
         Addressing::Indirect {
             format2,
@@ -881,7 +881,7 @@ mod tests {
 
     use super::*;
     use crate::memory::tests::{put_ccw0 as put0, put_ccw1 as put, ram};
-    use crate::translate::{Direction, ProgramCcw, Segment, translate};
+    use crate::translate::{Direction, Mode, ProgramCcw, Segment, translate};
 
     /// Guest RAM size of the test guests.
     const RAM: usize = 0x10_0000;
@@ -980,23 +980,23 @@ mod tests {
         for (i, entry) in program.ccws.iter().enumerate() {
             let host = hp.host_ccw(i).unwrap();
             let ccw = ccw_at(hp, host);
-            match &entry.kind {
+            match entry.kind() {
                 CcwKind::Command {
                     cmd, flags, count, ..
                 } => {
-                    assert_eq!(ccw.cmd, *cmd);
-                    assert_eq!(ccw.count, *count);
+                    assert_eq!(ccw.cmd, cmd);
+                    assert_eq!(ccw.count, count);
                     assert_eq!(
                         ccw.flags,
                         flags.intersection(PASSED_FLAGS).union(CcwFlags::IDA)
                     );
                     // Walk the IDAL as the channel does.
                     let first = idal(hp, ccw.cda, 1)[0];
-                    let mut left = u64::from(*count);
+                    let mut left = u64::from(count);
                     let mut n = 1 + left.saturating_sub(block - first % block).div_ceil(block);
                     if program.data(i).is_empty() {
                         let scratch = u64::from(hp.scratch_iova().unwrap());
-                        n = u64::from(*count).div_ceil(block).max(1);
+                        n = u64::from(count).div_ceil(block).max(1);
                         let idaws = idal(hp, ccw.cda, usize::try_from(n).unwrap());
                         assert!(idaws.iter().all(|&a| a == scratch), "entry {i}: {idaws:x?}");
                         continue;
@@ -1017,7 +1017,7 @@ mod tests {
                 }
                 CcwKind::Tic { target } => {
                     assert_eq!(ccw.cmd, 0x08);
-                    let target = usize::try_from(*target).unwrap();
+                    let target = usize::try_from(target).unwrap();
                     assert_eq!(ccw.cda, hp.host_ccw(target).unwrap());
                 }
                 CcwKind::Check { .. } => {
@@ -1308,7 +1308,7 @@ mod tests {
         put(&ram, 0x1000, 0x04, CcwFlags::CC, 8, 0x2000);
         put(&ram, 0x1008, 0x00, CcwFlags::empty(), 8, 0x3000);
         let program = translate(&orb(0x1000), &ram).unwrap();
-        assert!(matches!(program.ccws[1].kind, CcwKind::Check { .. }));
+        assert!(matches!(program.ccws[1].kind(), CcwKind::Check { .. }));
         let hp = build(&program);
         assert_eq!(
             ccw_bytes(&hp, 0x7000_0008),
@@ -1324,7 +1324,7 @@ mod tests {
         put(&ram, 0x1000, 0x02, CcwFlags::CD, 0x10, 0x3000);
         put(&ram, 0x1008, 0x02, CcwFlags::CD, 0, 0x3010);
         let program = translate(&orb(0x1000), &ram).unwrap();
-        assert!(matches!(program.ccws[1].kind, CcwKind::Check { .. }));
+        assert!(matches!(program.ccws[1].kind(), CcwKind::Check { .. }));
         let hp = build(&program);
         assert_eq!(
             ccw_bytes(&hp, 0x7000_0008),
@@ -1354,8 +1354,8 @@ mod tests {
         // Entries: NOP, TIC, NOP (segment 0); TIC (segment 1); the
         // detached check at 0x5000; NOP (segment 2).
         assert_eq!(program.ccws.len(), 6);
-        assert!(matches!(program.ccws[4].kind, CcwKind::Check { .. }));
-        assert_eq!(program.ccws[1].kind, CcwKind::Tic { target: 4 });
+        assert!(matches!(program.ccws[4].kind(), CcwKind::Check { .. }));
+        assert_eq!(program.ccws[1].kind(), CcwKind::Tic { target: 4 });
         let hp = build(&program);
         let hosts: Vec<u32> = (0..6).map(|i| hp.host_ccw(i).unwrap()).collect();
         assert_eq!(
@@ -1602,17 +1602,22 @@ mod tests {
         ChannelProgram {
             orb: orb(0x1000),
             format1: true,
-            ccws: vec![ProgramCcw {
-                addr: 0x1000,
-                kind: CcwKind::Command {
+            ccws: vec![ProgramCcw::command(
+                0x1000,
+                Ccw {
                     cmd: 0x02,
                     flags: CcwFlags::empty(),
                     count,
-                    direction: Direction::In,
-                    addressing: Addressing::Direct,
-                    data: 0..n,
+                    cda: 0,
                 },
-            }],
+                Direction::In,
+                Mode {
+                    format1: true,
+                    format2_idaw: false,
+                    block: 2048,
+                },
+                0..n,
+            )],
             segments: vec![Segment {
                 addr: 0x1000,
                 first: 0,
@@ -1643,7 +1648,7 @@ mod tests {
     #[test]
     fn inconsistent_programs_are_refused() {
         let mut program = one_command(Vec::new(), 0);
-        program.ccws[0].kind = CcwKind::Tic { target: 7 };
+        program.ccws[0] = ProgramCcw::tic(0x1000, 7);
         assert_eq!(
             HostProgram::build(&program, &map(), PROGRAM_IOVA),
             Err(LayoutError::Inconsistent("TIC target out of range"))

@@ -28,7 +28,7 @@ fn orb_idaw(cpa: u32, format2: bool, two_k: bool) -> Orb {
 }
 
 fn check_reason(program: &ChannelProgram, index: usize) -> &'static str {
-    match program.ccws[index].kind {
+    match program.ccws[index].kind() {
         CcwKind::Check { reason } => reason,
         ref other => panic!("entry {index} is {other:?}, not a check"),
     }
@@ -269,7 +269,7 @@ fn data_area_outside_ram_becomes_a_check_point_after_the_valid_prefix() {
         u32::try_from(RAM - 0x80).unwrap(),
     );
     let program = translate(&orb(0x1000), &ram).unwrap();
-    assert!(matches!(program.ccws[0].kind, CcwKind::Command { .. }));
+    assert!(matches!(program.ccws[0].kind(), CcwKind::Command { .. }));
     assert_eq!(check_reason(&program, 1), check::DATA_ADDRESS);
     assert_eq!(program.ccws[1].addr, 0x1008);
     assert!(
@@ -304,7 +304,7 @@ fn orientation_loop_keeps_the_segment_going_past_the_tic() {
     let program = translate(&orb(0x1000), &ram).unwrap();
     assert_eq!(program.segments.len(), 1);
     assert_eq!(program.ccws.len(), 3);
-    assert_eq!(program.ccws[1].kind, CcwKind::Tic { target: 0 });
+    assert_eq!(program.ccws[1].kind(), CcwKind::Tic { target: 0 });
     assert_eq!(program.sequential(1), Some(2));
 }
 
@@ -316,14 +316,14 @@ fn tic_to_a_new_segment_and_tic_to_tic() {
     put(&ram, 0x5000, 0x03, CcwFlags::empty(), 0, 0);
     let program = translate(&orb(0x1000), &ram).unwrap();
     assert_eq!(program.segments.len(), 2);
-    let CcwKind::Tic { target } = program.ccws[1].kind else {
+    let CcwKind::Tic { target } = program.ccws[1].kind() else {
         panic!("TIC expected");
     };
     assert_eq!(program.ccws[usize::try_from(target).unwrap()].addr, 0x5000);
     // A TIC storm: a TIC designating itself is a TIC to a TIC.
     put(&ram, 0x6000, 0x08, CcwFlags::empty(), 0, 0x6000);
     let program = translate(&orb(0x6000), &ram).unwrap();
-    let CcwKind::Tic { target } = program.ccws[0].kind else {
+    let CcwKind::Tic { target } = program.ccws[0].kind() else {
         panic!("TIC expected");
     };
     assert_eq!(
@@ -333,7 +333,7 @@ fn tic_to_a_new_segment_and_tic_to_tic() {
     // A TIC to a misaligned address.
     put(&ram, 0x6000, 0x08, CcwFlags::empty(), 0, 0x6004);
     let program = translate(&orb(0x6000), &ram).unwrap();
-    let CcwKind::Tic { target } = program.ccws[0].kind else {
+    let CcwKind::Tic { target } = program.ccws[0].kind() else {
         panic!("TIC expected");
     };
     assert_eq!(
@@ -349,7 +349,7 @@ fn endless_tic_loop_translates_into_a_finite_program() {
     put(&ram, 0x1008, 0x08, CcwFlags::empty(), 0, 0x1000);
     ram.write(0x1010, &[0xff; 8]).unwrap(); // reached only by a skip
     let program = translate(&orb(0x1000), &ram).unwrap();
-    assert_eq!(program.ccws[1].kind, CcwKind::Tic { target: 0 });
+    assert_eq!(program.ccws[1].kind(), CcwKind::Tic { target: 0 });
     assert!(program.ccws.len() <= 3);
 }
 
@@ -370,7 +370,7 @@ fn format0_ccws_use_24_bit_addresses() {
             len: 16
         }]
     );
-    assert!(matches!(program.ccws[1].kind, CcwKind::Tic { .. }));
+    assert!(matches!(program.ccws[1].kind(), CcwKind::Tic { .. }));
     // Format 0 forbids a zero count.
     put0(&ram, 0x3000, 0x03, CcwFlags::empty(), 0, 0);
     let program = translate(&orb, &ram).unwrap();
@@ -515,7 +515,7 @@ fn data_chained_ccw_command_code_is_ignored() {
     put(&ram, 0x1000, 0x02, CcwFlags::CD, 4, 0x2000);
     put(&ram, 0x1008, 0x00, CcwFlags::empty(), 4, 0x2004);
     let program = translate(&orb(0x1000), &ram).unwrap();
-    let CcwKind::Command { direction, .. } = program.ccws[1].kind else {
+    let CcwKind::Command { direction, .. } = program.ccws[1].kind() else {
         panic!("the data-chained CCW is a command");
     };
     assert_eq!(direction, Direction::In);
@@ -622,7 +622,7 @@ fn common_path_leaves_a_faulty_ccw_to_the_general_path() {
     let program = translate(&orb, &ram).unwrap();
     assert_eq!(program, translate_general_only(&orb, &ram).unwrap());
     assert_eq!(program.ccws.len(), 3);
-    assert!(matches!(program.ccws[1].kind, CcwKind::Command { .. }));
+    assert!(matches!(program.ccws[1].kind(), CcwKind::Command { .. }));
     assert_eq!(check_reason(&program, 2), check::DATA_ADDRESS);
     assert_eq!(program.data_bytes, 2 * 0x1000 + 0x1000);
 }

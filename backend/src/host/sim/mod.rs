@@ -362,7 +362,7 @@ pub const CCW_TRACE: &str = "ccw_trace";
 /// ended with (device status, subchannel status, residual count, CPA).
 fn trace_ccw(devno: u16, program: &ChannelProgram, index: usize, step: &Step) {
     let entry = &program.ccws[index];
-    let what = match &entry.kind {
+    let what = match entry.kind() {
         CcwKind::Command {
             cmd, flags, count, ..
         } => {
@@ -468,8 +468,8 @@ fn execute_step(
 ) -> Step {
     let Scratch { buffer, parts } = scratch;
     let entry = &program.ccws[first];
-    let (cmd, direction) = match &entry.kind {
-        CcwKind::Command { cmd, direction, .. } => (*cmd, *direction),
+    let (cmd, direction) = match entry.kind() {
+        CcwKind::Command { cmd, direction, .. } => (cmd, direction),
         CcwKind::Check { .. } | CcwKind::Tic { .. } => return Step::program_check(entry.addr),
     };
     // Collect the data chain: the command's CCW and every CCW it chains
@@ -480,22 +480,22 @@ fn execute_step(
     let mut collected = 0u64;
     loop {
         let entry = &program.ccws[index];
-        let CcwKind::Command { flags, count, .. } = &entry.kind else {
+        let CcwKind::Command { flags, count, .. } = entry.kind() else {
             broken_chain = Some(entry.addr);
             break;
         };
         parts.push(Part {
             index,
             addr: entry.addr,
-            flags: *flags,
-            count: *count,
+            flags,
+            count,
         });
         if !flags.contains(CcwFlags::CD) {
             break;
         }
         // A data chain looping through a TIC: the device is offered this
         // much, as if the chain ended here.
-        collected += u64::from(*count);
+        collected += u64::from(count);
         if collected > MAX_DATA_BYTES || parts.len() >= MAX_CHAIN_CCWS {
             break;
         }
