@@ -220,7 +220,7 @@ impl ProgramCcw {
     }
 
     /// A TIC to entry `target`.
-    pub fn tic(addr: u64, target: u32) -> Self {
+    pub(crate) fn tic(addr: u64, target: u32) -> Self {
         Self {
             addr,
             word: u64::from(target),
@@ -230,8 +230,10 @@ impl ProgramCcw {
     }
 
     /// A check point; `reason` is one of [`check::ALL`].
-    pub fn check(addr: u64, reason: &'static str) -> Self {
-        let index = check::ALL.iter().position(|r| *r == reason).unwrap_or(0);
+    pub(crate) fn check(addr: u64, reason: &'static str) -> Self {
+        let index = check::ALL.iter().position(|r| *r == reason);
+        debug_assert!(index.is_some(), "unlisted check reason {reason:?}");
+        let index = index.unwrap_or(0);
         Self {
             addr,
             word: u64::try_from(index).unwrap_or(0),
