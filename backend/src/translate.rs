@@ -81,25 +81,16 @@ impl Direction {
     #[inline]
     pub fn of(cmd: u8) -> Option<Self> {
         // By the low four bits: xxxx0000 invalid, xx01 write, xx10 read,
-        // xx11 control, 0100 sense, 1000 TIC, 1100 read backward. A table,
-        // because this runs for every CCW.
-        const BY_LOW_BITS: [Option<Direction>; 16] = {
-            let mut table = [None; 16];
-            let mut low = 1;
-            while low < 16 {
-                if low != 8 {
-                    // Odd codes (write, control) send; even ones receive.
-                    table[low] = Some(if low % 2 == 1 {
-                        Direction::Out
-                    } else {
-                        Direction::In
-                    });
-                }
-                low += 1;
-            }
-            table
-        };
-        BY_LOW_BITS[usize::from(cmd & 0x0f)]
+        // xx11 control, 0100 sense, 1000 TIC, 1100 read backward. So: low
+        // three bits zero is no command; odd codes (write, control) send,
+        // even ones receive.
+        if cmd & 0x07 == 0 {
+            None
+        } else if cmd & 1 == 1 {
+            Some(Self::Out)
+        } else {
+            Some(Self::In)
+        }
     }
 }
 
@@ -894,9 +885,7 @@ impl Builder<'_> {
         let idaw_limit: u64 = if FORMAT2 { u64::MAX } else { 1 << 31 };
         let (low, high) = self.data_range;
         let in_range = |addr: u64, len: u64| addr >= low && addr.saturating_add(len) <= high;
-        // Commands that move data in have the IN bit; the others differ
-        // only in the direction bit (odd codes send).
-        let meta = command_meta(Direction::Out, self.mode);
+        let mode = self.mode;
         // Bits of the CCW word that end a run: the CD, skip, suspend and
         // MIDA flags, and bit 0 of the data address (a format-1 address
         // error).
@@ -924,11 +913,12 @@ impl Builder<'_> {
             let word = u64::from_be_bytes(bytes);
             let [cmd, _, c0, c1, a0, a1, a2, a3] = bytes;
             let count = u64::from(u16::from_be_bytes([c0, c1]));
-            // Low three bits zero: an invalid code (xxxx0000) or a TIC
-            // (xxxx1000).
-            if word & unusual != 0 || count == 0 || cmd & 7 == 0 || cmd == NOP {
+            if word & unusual != 0 || count == 0 || cmd == NOP {
                 break;
             }
+            let Some(direction) = Direction::of(cmd) else {
+                break;
+            };
             if data_bytes + count > data_limit {
                 break;
             }
@@ -992,8 +982,7 @@ impl Builder<'_> {
                     u32::try_from(first_piece).unwrap_or(u32::MAX),
                     u32::try_from(pieces.len()).unwrap_or(u32::MAX),
                 ],
-                // Even codes (read, sense) move data in.
-                meta: meta | (u32::from(!cmd & 1) << 2),
+                meta: command_meta(direction, mode),
             });
             addr += CCW_SIZE;
             last = word;

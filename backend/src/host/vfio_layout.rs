@@ -787,23 +787,22 @@ fn plan_data(
     map: &IovaMap,
     extents: &mut Vec<Extent>,
 ) -> Result<Data, LayoutError> {
-    let CcwKind::Command {
-        cmd,
-        flags,
-        count,
-        data,
-        ..
-    } = entry.kind()
-    else {
-        if let CcwKind::Tic { target } = entry.kind() {
+    let (cmd, flags, count, data) = match entry.kind() {
+        CcwKind::Command {
+            cmd,
+            flags,
+            count,
+            data,
+            ..
+        } => (cmd, flags, count, data),
+        CcwKind::Tic { target }
             if usize::try_from(target)
                 .ok()
-                .is_none_or(|t| t >= program.ccws.len())
-            {
-                return Err(LayoutError::Inconsistent("TIC target out of range"));
-            }
+                .is_none_or(|t| t >= program.ccws.len()) =>
+        {
+            return Err(LayoutError::Inconsistent("TIC target out of range"));
         }
-        return Ok(Data::None);
+        CcwKind::Tic { .. } | CcwKind::Check { .. } => return Ok(Data::None),
     };
     if flags.intersects(CcwFlags::S.union(CcwFlags::MIDA)) {
         return Err(LayoutError::Inconsistent("suspend or MIDA flag"));
