@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use vhost_user_ccw_tests::{Backend, binary, succeeded};
+use vhost_user_ccw_tests::{Backend, binary, image_tool};
 
 /// Runs `script` through the frontend tool and asserts that every
 /// expectation held; returns the report.
@@ -534,12 +534,13 @@ fn a_second_backend_on_the_same_image_is_refused() {
 /// A fresh CDL image of `cylinders` in `dir`.
 fn create_image(dir: &Path, cylinders: u32) -> std::path::PathBuf {
     let image = dir.join("disk.img");
-    let out = Command::new(binary("vhost-user-ccw"))
-        .args(["image", "create", "--cylinders", &cylinders.to_string()])
-        .arg(&image)
-        .output()
-        .unwrap();
-    succeeded(&out);
+    let cylinders = cylinders.to_string();
+    image_tool(&[
+        "create".as_ref(),
+        "--cylinders".as_ref(),
+        cylinders.as_ref(),
+        image.as_os_str(),
+    ]);
     image
 }
 
@@ -547,13 +548,7 @@ fn create_image(dir: &Path, cylinders: u32) -> std::path::PathBuf {
 /// `vhost-user-ccw image export` sees it.
 fn image_file_holds(image: &Path, block: u64, seed: u8) -> bool {
     let raw = image.with_extension("raw");
-    let out = Command::new(binary("vhost-user-ccw"))
-        .args(["image", "export"])
-        .arg(image)
-        .arg(&raw)
-        .output()
-        .unwrap();
-    succeeded(&out);
+    image_tool(&["export".as_ref(), image.as_os_str(), raw.as_os_str()]);
     let data = std::fs::read(&raw).unwrap();
     let at = usize::try_from(block).unwrap() * 4096;
     data[at..at + 4096].iter().all(|&b| b == fill(block, seed))

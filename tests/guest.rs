@@ -14,8 +14,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
 use std::time::{Duration, Instant};
 
+use crate::image_tool;
 use crate::qemu::{qemu_binary, vhost_user_subchannel_args};
-use crate::{binary, succeeded};
 
 /// Guest RAM: the pattern step keeps a copy of the whole partition in tmpfs.
 pub const GUEST_RAM: &str = "512M";
@@ -415,16 +415,6 @@ impl Disk {
         image_tool(&["export".as_ref(), self.image.as_os_str(), raw.as_os_str()]);
         raw
     }
-}
-
-/// Run `vhost-user-ccw image ARGS…`; its standard output.
-pub fn image_tool(args: &[&std::ffi::OsStr]) -> String {
-    let out = Command::new(binary("vhost-user-ccw"))
-        .arg("image")
-        .args(args)
-        .output()
-        .expect("run vhost-user-ccw image");
-    succeeded(&out)
 }
 
 /// The SHA-256 of a file, as sha256sum(1) prints it.

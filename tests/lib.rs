@@ -240,6 +240,16 @@ pub fn succeeded(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Run `vhost-user-ccw image ARGS…`; its standard output.
+pub fn image_tool(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(binary("vhost-user-ccw"))
+        .arg("image")
+        .args(args)
+        .output()
+        .expect("run vhost-user-ccw image");
+    succeeded(&out)
+}
+
 /// Write a format-1 CCW into the frontend's guest RAM.
 pub fn put_ccw(conn: &Connection, addr: u64, cmd: u8, flags: CcwFlags, count: u16, cda: u32) {
     let ccw = Ccw {
