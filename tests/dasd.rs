@@ -515,6 +515,40 @@ fn image_truncated_under_the_backend_is_a_data_check_not_a_crash() {
 }
 
 #[test]
+fn update_write_over_a_page_that_fails_to_load_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = create_image(dir.path(), 4);
+    let backend = Backend::start(&format!("sim,image={}", image.display()));
+    // Reading the track verifies its checksum: from now on the device
+    // reads only the pages of it that it needs.
+    let mut script = String::from("memory size=4M\n");
+    script += &rw_program("a", 0x10_0000, 0, 12, false, 0);
+    script += &start_and_expect_done("a", 14);
+    run_script(&backend, "before", &script);
+
+    // Keep the first two pages of the slot of track 2 (its header, the
+    // count fields and data of records 0 and 1); the rest of the track
+    // can no longer be loaded.
+    let slot_of_track_2 = 4096 + 2 * 57344;
+    let kept = slot_of_track_2 + 2 * 4096;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&image)
+        .unwrap()
+        .set_len(kept)
+        .unwrap();
+    // Updating record 1 copies the whole track out of the mapping; the
+    // lost pages come back as zeros. The program ends in a data check and
+    // the track is not written back (it would have been with zeros for
+    // records 2 to 12 under a good checksum).
+    let mut script = format!("memory size=4M\n{SENSE_CHAIN}");
+    script += &rw_program("b", 0x10_0000, 0, 1, true, 0x5a);
+    script += &expect_unit_check_and_sense("b", 3, "08");
+    run_script(&backend, "update", &script);
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), kept);
+}
+
+#[test]
 fn a_second_backend_on_the_same_image_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let image = create_image(dir.path(), 2);

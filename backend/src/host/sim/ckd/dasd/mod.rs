@@ -551,7 +551,17 @@ impl Dasd {
 
     /// Write a changed cached track to its slot (not yet flushed).
     fn write_back(&mut self) -> Result<(), Fault> {
-        let Some(c) = self.cached.as_mut().filter(|c| c.dirty) else {
+        if !self.cached.as_ref().is_some_and(|c| c.dirty) {
+            return Ok(());
+        }
+        // The changed track was copied out of the mapping: a page that
+        // failed to load made its bytes zeros, which must not be sealed
+        // with a good checksum and stored.
+        if let Err(e) = self.image.mapped_reads_good() {
+            self.cached = None;
+            return Err(Fault::from_image(&e));
+        }
+        let Some(c) = self.cached.as_mut() else {
             return Ok(());
         };
         let result = match &mut c.content {
