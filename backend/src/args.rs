@@ -57,7 +57,9 @@ pub struct Args {
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
 
-    /// Answer `stats` (per-subchannel counters as JSON) on this UNIX socket.
+    /// Answer operator commands on this UNIX socket: `stats`
+    /// (per-subchannel counters as JSON), and on sim subchannels the fault
+    /// injections `vary-path` and `remove-device` (docs/operations.md).
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
 

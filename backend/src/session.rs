@@ -270,28 +270,29 @@ impl Session {
         };
         if usize::from(device_event) == REQUEST_QUEUE {
             self.process_requests(&vrings[REQUEST_QUEUE], &ram)?;
-            let short = lock(&self.subchannel)
+            let answer_first = lock(&self.subchannel)
                 .start_function()
-                .is_none_or(|start| start.program.data_bytes <= SHORT_PROGRAM_BYTES);
-            if short {
-                // A program that moves a few bytes (SENSE ID, a NOP, the
-                // DASD's identification) is run at once, so that its
-                // interruption goes out with the responses: one
-                // notification instead of two.
-                lock(&self.subchannel).host_ready();
-                self.deliver_events(&vrings[EVENT_QUEUE], &ram)?;
+                .is_some_and(|start| start.program.data_bytes > SHORT_PROGRAM_BYTES);
+            if answer_first {
+                // The frontend's instruction (a guest's SSCH, which holds a
+                // vCPU and QEMU's big lock) waits only for the condition
+                // code, as with a real channel subsystem, not for the data
+                // transfer and the device's flush; the guest goes on
+                // (finishing its previous request) while the program runs.
+                vrings[REQUEST_QUEUE].signal_used_queue()?;
                 debug!("requestq: responses out");
-                return vrings[REQUEST_QUEUE].signal_used_queue();
             }
-            // Answer first: the frontend's instruction (a guest's SSCH, which
-            // holds a vCPU and QEMU's big lock) waits only for the condition
-            // code, as with a real channel subsystem, not for the data
-            // transfer and the device's flush; the guest goes on (finishing
-            // its previous request) while the program runs.
-            vrings[REQUEST_QUEUE].signal_used_queue()?;
-            debug!("requestq: responses out");
+            // A program that moves a few bytes (SENSE ID, a NOP, the DASD's
+            // identification) is run before the answer, so that its
+            // interruption goes out with the responses: one notification
+            // instead of two.
             lock(&self.subchannel).host_ready();
-            return self.deliver_events(&vrings[EVENT_QUEUE], &ram);
+            self.deliver_events(&vrings[EVENT_QUEUE], &ram)?;
+            if !answer_first {
+                vrings[REQUEST_QUEUE].signal_used_queue()?;
+                debug!("requestq: responses out");
+            }
+            return Ok(());
         }
         self.deliver_events(&vrings[EVENT_QUEUE], &ram)
     }
