@@ -178,11 +178,7 @@ pub fn record_cells(kl: usize, dl: usize) -> u32 {
 /// Whether records R1… with these (key length, data length) pairs fit on
 /// one 3390 track after the standard R0.
 pub fn records_fit(records: impl IntoIterator<Item = (usize, usize)>) -> bool {
-    let mut used = 0u32;
-    for (kl, dl) in records {
-        used = used.saturating_add(record_cells(kl, dl));
-    }
-    used <= TRACK_CELLS
+    track_fits((0, R0_DATA_LEN), records)
 }
 
 /// Whether a track of these records, R0 first, fits on one 3390 track: an

@@ -273,8 +273,9 @@ impl CkdImage {
         &self.path
     }
 
-    fn slot_offset(&self, cyl: u16, head: u16) -> Result<u64, CkdError> {
-        Ok(DATA_OFFSET + self.track_number(cyl, head)? * slot_size())
+    /// File offset of the slot of track number `track`.
+    fn slot_offset(track: u64) -> u64 {
+        DATA_OFFSET + track * slot_size()
     }
 
     fn track_number(&self, cyl: u16, head: u16) -> Result<u64, CkdError> {
@@ -289,7 +290,7 @@ impl CkdImage {
     ///
     /// [`TrackError::Checksum`]: super::TrackError::Checksum
     pub fn read_track(&self, cyl: u16, head: u16) -> Result<Track, CkdError> {
-        let offset = self.slot_offset(cyl, head)?;
+        let offset = Self::slot_offset(self.track_number(cyl, head)?);
         let mut slot = vec![0; SLOT_SIZE];
         self.file
             .read_exact_at(&mut slot, offset)
@@ -319,7 +320,7 @@ impl CkdImage {
         expected: usize,
     ) -> Result<TrackView, CkdError> {
         let track = self.track_number(cyl, head)?;
-        let offset = self.slot_offset(cyl, head)?;
+        let offset = Self::slot_offset(track);
         let checksum = !self.track_verified(track);
         let track_error = |source| CkdError::Track { cyl, head, source };
         if let Some(map) = &self.map {
@@ -395,7 +396,7 @@ impl CkdImage {
     /// write may have left the slot torn: it is verified again when read.
     fn write_slot(&self, cyl: u16, head: u16, slot: &[u8]) -> Result<(), CkdError> {
         let track = self.track_number(cyl, head)?;
-        let offset = self.slot_offset(cyl, head)?;
+        let offset = Self::slot_offset(track);
         let written = self.file.write_all_at(slot, offset);
         self.set_verified(track, written.is_ok());
         written.map_err(io_err(|| {

@@ -524,18 +524,18 @@ impl Dasd {
                 .geometry()
                 .track_address(number)
                 .ok_or(Fault::FileProtected)?;
-            let view = self
-                .image
-                .read_view(
-                    cyl,
-                    head,
-                    std::mem::take(&mut self.spare),
-                    self.expected_len,
-                )
+            let view = self.image.read_view(
+                cyl,
+                head,
+                std::mem::take(&mut self.spare),
+                self.expected_len,
+            );
+            // A page that failed to load read as zeros: that is the fault,
+            // whatever the parse made of them.
+            self.image
+                .mapped_reads_good()
                 .map_err(|e| Fault::from_image(&e))?;
-            if let Err(e) = self.image.mapped_reads_good() {
-                return Err(Fault::from_image(&e));
-            }
+            let view = view.map_err(|e| Fault::from_image(&e))?;
             // Tracks of a volume tend to be laid out alike.
             self.expected_len = view.used_len();
             self.cached = Some(Cached {
@@ -1155,15 +1155,7 @@ impl Dasd {
         );
         // The image's slot holds what the formula allows with a standard
         // R0; a big R0 must not push the records past it either.
-        let bytes: usize = track
-            .records
-            .iter()
-            .map(|r| COUNT_LEN + r.key.len() + r.data.len())
-            .sum::<usize>()
-            + COUNT_LEN
-            + kl
-            + dl;
-        if !fits || bytes > MAX_TRACK_BYTES {
+        if !fits || track.encoded_len() + record.encoded_len() > MAX_TRACK_BYTES {
             return Err(Fault::InvalidTrackFormat);
         }
         track.records.push(record);
