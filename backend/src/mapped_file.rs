@@ -12,7 +12,9 @@
 //! (and stops using the mapping, whose page is now zeros for good). A
 //! SIGBUS anywhere else gets the disposition it had before.
 //!
-//! Every `unsafe` block of the image's read path lives here.
+//! Every `unsafe` block of the image's read path lives here, except the
+//! call of [`MappedFile::map`], whose caller states why the file's bytes do
+//! not change under a slice.
 
 use std::fs::File;
 use std::io;
@@ -62,12 +64,23 @@ extern "C" fn on_sigbus(
 ) {
     // Only async-signal-safe work here: atomics, mmap and sigaction.
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler;
-    // si_addr is the faulting address for SIGBUS.
-    let addr = unsafe { (*info).si_addr() } as usize;
+    // for SIGBUS, si_addr is the faulting address and si_code says why.
+    let (addr, code) = unsafe { ((*info).si_addr() as usize, (*info).si_code) };
     let page_size = PAGE_SIZE.load(Ordering::Relaxed);
-    for slot in &REGISTRY {
+    // A failed page-in is BUS_ADRERR; a SIGBUS sent by kill(2) or for
+    // another cause is never compared with the registry.
+    let slots = if code == libc::BUS_ADRERR {
+        &REGISTRY[..]
+    } else {
+        &[]
+    };
+    for slot in slots {
         let start = slot.start.load(Ordering::Acquire);
-        if start == 0 || addr < start || addr >= slot.end.load(Ordering::Acquire) {
+        let end = slot.end.load(Ordering::Acquire);
+        // A slot freed and taken again between the two loads would pair
+        // one mapping's start with another's end: read start again.
+        if start == 0 || start != slot.start.load(Ordering::Acquire) || addr < start || addr >= end
+        {
             continue;
         }
         let page = addr & !(page_size - 1);
@@ -154,7 +167,14 @@ unsafe impl Sync for MappedFile {}
 
 impl MappedFile {
     /// Map the first `len` bytes of `file` (which must hold them).
-    pub fn map(file: &File, len: usize) -> io::Result<Self> {
+    ///
+    /// # Safety
+    ///
+    /// [`MappedFile::bytes`] hands out slices of the file's pages: while
+    /// one is alive the file's bytes must not change, neither through
+    /// another process (the caller holds a lock that keeps writers out) nor
+    /// through this one (it writes the file only while no slice is held).
+    pub unsafe fn map(file: &File, len: usize) -> io::Result<Self> {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"));
         }
@@ -199,8 +219,8 @@ impl MappedFile {
     /// [`MappedFile::take_fault`].
     pub fn bytes(&self) -> &[u8] {
         // SAFETY: `ptr` is a live read-only mapping of `len` bytes for as
-        // long as `self` is. The file is locked against other writers; our
-        // own writes go through write(2), never through a slice of this.
+        // long as `self` is; its bytes do not change while the slice lives
+        // (the contract of `map`).
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 
@@ -262,7 +282,8 @@ mod tests {
     #[test]
     fn mapping_reads_the_file_and_sees_later_writes() {
         let (file, page) = file_of_pages(3);
-        let map = MappedFile::map(&file, 3 * page).expect("map");
+        // SAFETY: no slice of the mapping is held across the write below.
+        let map = unsafe { MappedFile::map(&file, 3 * page) }.expect("map");
         assert_eq!(map.bytes()[0], 1);
         assert_eq!(map.bytes()[2 * page + 7], 3);
         file.write_all_at(b"new", 5).expect("write");
@@ -273,7 +294,9 @@ mod tests {
     #[test]
     fn truncated_file_reads_as_zeros_and_a_fault_not_sigbus() {
         let (file, page) = file_of_pages(3);
-        let map = MappedFile::map(&file, 3 * page).expect("map");
+        // SAFETY: the truncation happens while no slice is held; the pages
+        // it removes read as zeros afterwards (what is tested).
+        let map = unsafe { MappedFile::map(&file, 3 * page) }.expect("map");
         file.set_len(u64::try_from(page).expect("page"))
             .expect("truncate");
         // Past the end of the file now: SIGBUS without the handler.
@@ -288,7 +311,8 @@ mod tests {
     fn dropped_mappings_free_their_registry_slot() {
         let (file, page) = file_of_pages(1);
         for _ in 0..2 * REGISTRY_SLOTS {
-            let map = MappedFile::map(&file, page).expect("map");
+            // SAFETY: nothing writes the file.
+            let map = unsafe { MappedFile::map(&file, page) }.expect("map");
             assert_eq!(map.bytes()[0], 1);
         }
     }

@@ -208,7 +208,11 @@ impl CkdImage {
     pub fn map_for_reads(&mut self) {
         let mapped = usize::try_from(Self::file_size(&self.geometry))
             .map_err(std::io::Error::other)
-            .and_then(|len| MappedFile::map(&self.file, len));
+            // SAFETY: the image is locked (flock) against other writers,
+            // and the device model writes a slot only from its own copy of
+            // the track, between commands, when no slice of the mapping is
+            // held (slices live within one command's data transfer).
+            .and_then(|len| unsafe { MappedFile::map(&self.file, len) });
         match mapped {
             Ok(map) => self.map = Some(Arc::new(map)),
             Err(e) => log::warn!(
