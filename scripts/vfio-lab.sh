@@ -65,10 +65,13 @@ KPKG=$(cat "$plain_kit/version")
 
 # --- host packages (tools only; the s390x packages are downloaded, never
 # installed)
+# Package lists are refreshed at most once per run, and only when
+# something has to be installed or downloaded.
+apt_updated=""
 apt_update() {
-    if [ ! -e "$lab/.apt-updated" ]; then
+    if [ -z "$apt_updated" ]; then
         $sudo apt-get update -qq
-        touch "$lab/.apt-updated"
+        apt_updated=1
     fi
 }
 need=()
@@ -78,7 +81,6 @@ for pkg in gcc-s390x-linux-gnu libc6-dev-s390x-cross gcc-12-s390x-linux-gnu \
 done
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
-    rm -f "$lab/.apt-updated"
     apt_update
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
         -t bookworm-backports "${need[@]}" >&2
@@ -92,7 +94,6 @@ mkdir -p "$debs"
 stamp="$KPKG $RUST"
 if [ "$(cat "$debs/.done" 2>/dev/null)" != "$stamp" ]; then
     log "downloading the headers and source of the s390x kernel $KPKG and Rust $RUST"
-    rm -f "$lab/.apt-updated"
     apt_update
     rm -f "$debs"/*.deb
     (cd "$debs" && apt-get download \
@@ -108,6 +109,9 @@ ko="$lab/ko-$KPKG"
 if [ ! -e "$ko/.done" ]; then
     log "building mdev.ko and vfio_ccw.ko for $KVER"
     build=$(mktemp -d "$lab/ko-build.XXXXXX")
+    # A failed build leaves nothing in the cache (cleanup replaces this
+    # trap below).
+    trap 'rm -rf "$build"' EXIT
     mkdir -p "$build/hdr/usr/lib" "$build/oot/mdev" "$build/oot/vfio_ccw" "$build/ko"
     dpkg-deb -x "$debs"/linux-headers-"$KVER"-s390x_*.deb "$build/hdr"
     dpkg-deb -x "$debs"/linux-headers-"$KVER"-common_*.deb "$build/hdr"
@@ -158,7 +162,6 @@ seccomp_lib="$lab/libseccomp/usr/lib/s390x-linux-gnu"
 seccomp_ver=$(apt-cache show libseccomp-dev:s390x 2>/dev/null | sed -n 's/^Version: //p' | head -n 1)
 if [ -z "$seccomp_ver" ] || [ "$(cat "$lab/libseccomp/.done" 2>/dev/null)" != "$seccomp_ver" ]; then
     log "downloading libseccomp-dev:s390x"
-    [ -n "$seccomp_ver" ] || rm -f "$lab/.apt-updated"
     apt_update
     rm -rf "$lab/libseccomp" && mkdir -p "$lab/libseccomp"
     (cd "$lab/libseccomp" && apt-get download libseccomp-dev:s390x >&2 &&

@@ -240,6 +240,20 @@ impl Qemu {
         }
     }
 
+    /// Wait for a channel report and take it with STORE CHANNEL REPORT
+    /// WORD.
+    pub fn wait_crw(&mut self, timeout: Duration) -> Crw {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (cc, crw) = self.stcrw();
+            if cc == 0 {
+                return crw;
+            }
+            assert!(Instant::now() < deadline, "no channel report");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     /// Kill QEMU at once.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -37,7 +37,11 @@ fn ccw(qemu: &mut Qemu, addr: u64, cmd: u8, flags: CcwFlags, count: u16, cda: u3
 
 /// A backend and a QEMU with an enabled subchannel on it.
 fn setup(device: &str) -> (Backend, Qemu, String) {
-    let backend = Backend::start(device);
+    setup_on(Backend::start(device))
+}
+
+/// A QEMU with an enabled subchannel on `backend`.
+fn setup_on(backend: Backend) -> (Backend, Qemu, String) {
     let mut qemu = Qemu::start(&machine_args(backend.socket(), "fe.0.0100"));
     let schid = qemu.find_subchannel(DEVNO);
     qemu.enable(&schid);
@@ -287,30 +291,17 @@ fn missing_socket_and_private_ram_are_clean_errors() {
     assert!(stderr.contains("shared memory backend"), "{stderr}");
 }
 
-/// A backend with a control socket, and a QEMU with an enabled subchannel
-/// on it; the control socket's path.
-fn setup_with_control(device: &str) -> (Backend, tempfile::TempDir, Qemu, String) {
+/// A backend with a control socket (in the directory returned with it),
+/// and a QEMU with an enabled subchannel on it.
+fn setup_with_control(
+    device: &str,
+) -> (Backend, tempfile::TempDir, std::path::PathBuf, Qemu, String) {
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("control.sock");
     let backend =
         Backend::start_with_args(device, &["--control-socket", control.to_str().unwrap()]);
-    let mut qemu = Qemu::start(&machine_args(backend.socket(), "fe.0.0100"));
-    let schid = qemu.find_subchannel(DEVNO);
-    qemu.enable(&schid);
-    (backend, dir, qemu, schid)
-}
-
-/// The next channel report QEMU holds, waiting for it to arrive.
-fn wait_crw(qemu: &mut Qemu) -> Crw {
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let (cc, crw) = qemu.stcrw();
-        if cc == 0 {
-            return crw;
-        }
-        assert!(std::time::Instant::now() < deadline, "no channel report");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let (backend, qemu, schid) = setup_on(backend);
+    (backend, dir, control, qemu, schid)
 }
 
 /// A path of the host subchannel varies offline and online again (the
@@ -319,8 +310,8 @@ fn wait_crw(qemu: &mut Qemu) -> Crw {
 /// shows the path masks of the moment.
 #[test]
 fn path_events_reach_the_guest_as_channel_reports() {
-    let (_backend, dir, mut qemu, schid) = setup_with_control("sim,device=buffer,chpid=0x2a");
-    let control = dir.path().join("control.sock");
+    let (_backend, _dir, control, mut qemu, schid) =
+        setup_with_control("sim,device=buffer,chpid=0x2a");
     // Nothing pending at first.
     assert_eq!(qemu.stcrw().0, 1);
 
@@ -333,7 +324,7 @@ fn path_events_reach_the_guest_as_channel_reports() {
             vhost_user_ccw_tests::control(&control, &command)["ok"],
             true
         );
-        let crw = wait_crw(&mut qemu);
+        let crw = qemu.wait_crw(WAIT);
         assert_eq!(crw.rsc, Crw::RSC_CHANNEL_PATH, "{state}");
         assert_eq!(crw.erc, erc, "{state}");
         assert_eq!(crw.rsid, 0x2a, "{state}");
@@ -346,10 +337,10 @@ fn path_events_reach_the_guest_as_channel_reports() {
 /// next SSCH is not operational (cc 3) and no program runs.
 #[test]
 fn device_removed_under_qemu_makes_ssch_not_operational() {
-    let (_backend, dir, mut qemu, schid) = setup_with_control("sim,device=buffer");
+    let (_backend, _dir, control, mut qemu, schid) = setup_with_control("sim,device=buffer");
     sense_id(&mut qemu, &schid);
     assert_eq!(
-        vhost_user_ccw_tests::control(&dir.path().join("control.sock"), "remove-device")["ok"],
+        vhost_user_ccw_tests::control(&control, "remove-device")["ok"],
         true
     );
     ccw(&mut qemu, 0x1000, 0xe4, CcwFlags::SLI, 40, 0x2000);

@@ -12,6 +12,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use vhost_user_ccw_tests::binary;
+
 /// Every check the guest reports, in the order it runs them.
 const CHECKS: &[&str] = &[
     "setup",
@@ -49,8 +51,12 @@ fn the_vfio_host_drives_vfio_ccw_in_an_s390x_guest() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = tempfile::tempdir().unwrap();
     let console = dir.path().join("console.log");
+    // The host's backend for the slow subchannel: the one the other
+    // tests run (no second cargo build inside this test).
+    let backend = binary("vhost-user-ccw");
     let status = Command::new(repo.join("scripts/vfio-lab.sh"))
         .current_dir(&repo)
+        .env("VHOST_USER_CCW_BIN_DIR", backend.parent().unwrap())
         .env("VFIO_LAB_KEEP_LOG", &console)
         .status()
         .expect("scripts/vfio-lab.sh runs");
