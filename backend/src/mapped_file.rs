@@ -254,29 +254,14 @@ mod tests {
 
     fn file_of_pages(pages: usize) -> (File, usize) {
         let page = PAGE_SIZE.load(Ordering::Relaxed).max(4096);
-        let mut file = tempfile_in_tmp();
+        let mut file = vmm_sys_util::tempfile::TempFile::new()
+            .expect("temp file")
+            .into_file();
         for i in 0..pages {
             file.write_all(&vec![u8::try_from(i + 1).unwrap_or(0xff); page])
                 .expect("write page");
         }
         (file, page)
-    }
-
-    fn tempfile_in_tmp() -> File {
-        let path = std::env::temp_dir().join(format!(
-            "vuc-mapped-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .expect("temp file");
-        std::fs::remove_file(&path).expect("unlink temp file");
-        file
     }
 
     #[test]
