@@ -1036,11 +1036,17 @@ impl Dasd {
         self.last_tlf
     }
 
-    /// An in-place write that failed before taking data: unit check.
-    fn write_failed(&mut self, code: u8, fault: Fault) -> OutPlace<'static> {
+    /// A command that failed: its sense is kept for the next SENSE;
+    /// unit check.
+    fn failed(&mut self, code: u8, fault: Fault) -> DeviceResponse {
         log::debug!("dasd: command {code:02X} failed: {fault:?}");
         self.set_sense(fault);
-        OutPlace::Into(DeviceResponse::unit_check(), [&mut [], &mut []])
+        DeviceResponse::unit_check()
+    }
+
+    /// An in-place write that failed before taking data: unit check.
+    fn write_failed(&mut self, code: u8, fault: Fault) -> OutPlace<'static> {
+        OutPlace::Into(self.failed(code, fault), [&mut [], &mut []])
     }
 
     /// WRITE DATA / WRITE KEY AND DATA: replace the fields of an existing
@@ -1246,11 +1252,7 @@ impl DeviceModel for Dasd {
                 status: DeviceStatus::CHANNEL_END | DeviceStatus::DEVICE_END | done.extra,
                 length: done.length,
             },
-            Err(fault) => {
-                log::debug!("dasd: command {code:02X} failed: {fault:?}");
-                self.set_sense(fault);
-                DeviceResponse::unit_check()
-            }
+            Err(fault) => self.failed(code, fault),
         }
     }
 
@@ -1271,11 +1273,7 @@ impl DeviceModel for Dasd {
         });
         let r = match located {
             Ok(r) => r,
-            Err(fault) => {
-                log::debug!("dasd: command {code:02X} failed: {fault:?}");
-                self.set_sense(fault);
-                return InPlace::Done(DeviceResponse::unit_check(), [&[], &[], &[]]);
-            }
+            Err(fault) => return InPlace::Done(self.failed(code, fault), [&[], &[], &[]]),
         };
         match self.fields(r) {
             Ok((_, key, data)) => {
