@@ -487,20 +487,9 @@ fn writes_survive_a_backend_kill(options: &str) {
 #[test]
 fn image_truncated_under_the_backend_is_a_data_check_not_a_crash() {
     let dir = tempfile::tempdir().unwrap();
-    let image = create_image(dir.path(), 4);
-    let backend = Backend::start(&format!("sim,image={}", image.display()));
-    let mut script = String::from("memory size=4M\n");
-    script += &rw_program("a", 0x10_0000, 0, 16, false, 0);
-    script += &start_and_expect_done("a", 18);
-    run_script(&backend, "before", &script);
-
+    let (image, backend) = serve_after_reading(dir.path(), 16);
     // Only the header page is left.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&image)
-        .unwrap()
-        .set_len(4096)
-        .unwrap();
+    truncate(&image, 4096);
     let mut script = format!("memory size=4M\n{SENSE_CHAIN}");
     // The Locate Record, which orients on the first track, fails: the
     // mapping reports the failed page-in (data check) and is given up;
@@ -517,26 +506,16 @@ fn image_truncated_under_the_backend_is_a_data_check_not_a_crash() {
 #[test]
 fn update_write_over_a_page_that_fails_to_load_stores_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let image = create_image(dir.path(), 4);
-    let backend = Backend::start(&format!("sim,image={}", image.display()));
     // Reading the track verifies its checksum: from now on the device
     // reads only the pages of it that it needs.
-    let mut script = String::from("memory size=4M\n");
-    script += &rw_program("a", 0x10_0000, 0, 12, false, 0);
-    script += &start_and_expect_done("a", 14);
-    run_script(&backend, "before", &script);
+    let (image, backend) = serve_after_reading(dir.path(), 12);
 
     // Keep the first two pages of the slot of track 2 (its header, the
     // count fields and data of records 0 and 1); the rest of the track
     // can no longer be loaded.
     let slot_of_track_2 = 4096 + 2 * 57344;
     let kept = slot_of_track_2 + 2 * 4096;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&image)
-        .unwrap()
-        .set_len(kept)
-        .unwrap();
+    truncate(&image, kept);
     // Updating record 1 copies the whole track out of the mapping; the
     // lost pages come back as zeros. The program ends in a data check and
     // the track is not written back (it would have been with zeros for
@@ -563,6 +542,28 @@ fn a_second_backend_on_the_same_image_is_refused() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("in use by another process"), "{stderr}");
+}
+
+/// A backend serving a fresh 4-cylinder image in `dir` that has read the
+/// first `blocks` blocks of the partition.
+fn serve_after_reading(dir: &Path, blocks: u8) -> (std::path::PathBuf, Backend) {
+    let image = create_image(dir, 4);
+    let backend = Backend::start(&format!("sim,image={}", image.display()));
+    let mut script = String::from("memory size=4M\n");
+    script += &rw_program("a", 0x10_0000, 0, blocks, false, 0);
+    script += &start_and_expect_done("a", 2 + u32::from(blocks));
+    run_script(&backend, "before", &script);
+    (image, backend)
+}
+
+/// Cut the image file to `len` bytes behind the backend's back.
+fn truncate(image: &Path, len: u64) {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(image)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
 }
 
 /// A fresh CDL image of `cylinders` in `dir`.
