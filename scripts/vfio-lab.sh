@@ -62,6 +62,15 @@ scripts/build-qemu.sh > /dev/null
 plain_kit=$(scripts/guest-kit.sh 6.12)
 KVER=$(sed 's/-s390x$//' "$plain_kit/release")
 KPKG=$(cat "$plain_kit/version")
+# The kit's kernel is pinned until its packages leave the archive; the
+# headers, source and kbuild of that same version are needed here. When
+# they are gone, drop the kit's pin so that the next run takes the suite's
+# current kernel (as guest-kit.sh does when its own download fails).
+kernel_gone() {
+    rm -f "$cache/guest-debs/bookworm-backports.pin"
+    log "the packages of kernel $KPKG are no longer in bookworm-backports: run again to use its current kernel"
+    exit 1
+}
 
 # --- host packages (tools only; the s390x packages are downloaded, never
 # installed)
@@ -82,6 +91,9 @@ done
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     apt_update
+    if ! apt-cache show "linux-kbuild-$KVER" > /dev/null 2>&1; then
+        kernel_gone
+    fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
         -t bookworm-backports "${need[@]}" >&2
 fi
@@ -98,7 +110,8 @@ if [ "$(cat "$debs/.done" 2>/dev/null)" != "$stamp" ]; then
     rm -f "$debs"/*.deb
     (cd "$debs" && apt-get download \
         "linux-headers-$KVER-s390x:s390x=$KPKG" "linux-headers-$KVER-common=$KPKG" \
-        "linux-source-6.12=$KPKG" \
+        "linux-source-6.12=$KPKG" >&2) || kernel_gone
+    (cd "$debs" && apt-get download \
         "rustc-web=$RUST" "libstd-rust-web-dev=$RUST" "libstd-rust-web-1.85:amd64=$RUST" \
         "libstd-rust-web-dev:s390x=$RUST" "libstd-rust-web-1.85:s390x=$RUST" libllvm19 >&2)
     echo "$stamp" > "$debs/.done"
