@@ -154,40 +154,64 @@ pub enum CcwKind {
 ///
 /// Kept in a packed form, read through [`ProgramCcw::kind`]: a program has
 /// up to thousands of entries and the translator writes one per CCW, so an
-/// entry is the fetched CCW word plus a few bits rather than a decoded enum
-/// (the decoded form's dozen field stores were a quarter of the time of
-/// translating a common CCW).
+/// entry is the fetched CCW word and one word of address, data range and
+/// kind bits (16 bytes) rather than a decoded enum (the decoded form's dozen
+/// field stores were a quarter of the time of translating a common CCW).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ProgramCcw {
-    /// Guest address the CCW was (or would have been) fetched from.
-    pub addr: u64,
     /// A command: the CCW in the format-1 layout (command code, flags,
     /// count, data address). A TIC: the target entry. A check point: the
     /// reason's index in [`check::ALL`].
     word: u64,
-    /// A command's data pieces: `data[0]..data[1]` of
-    /// [`ChannelProgram::pieces`].
-    data: [u32; 2],
-    /// What the entry is ([`entry`] bits).
-    meta: u32,
+    /// The guest address, a command's data pieces and the kind ([`place`]).
+    place: u64,
 }
 
-/// The [`ProgramCcw::meta`] bits.
+/// The fields of [`ProgramCcw::place`], low bits first.
+mod place {
+    /// Bits 0-32: the guest address the CCW was (or would have been)
+    /// fetched from: a 31-bit or 24-bit CCW address, plus up to a segment.
+    pub const ADDR_BITS: u32 = 33;
+    /// Bits 33-50: a command's first data piece in
+    /// [`super::ChannelProgram::pieces`].
+    pub const PIECE_SHIFT: u32 = ADDR_BITS;
+    pub const PIECE_BITS: u32 = 18;
+    /// Bits 51-56: how many data pieces (at most 33).
+    pub const PIECES_SHIFT: u32 = PIECE_SHIFT + PIECE_BITS;
+    pub const PIECES_BITS: u32 = 6;
+    /// Bits 57-61: the [`super::entry`] bits.
+    pub const ENTRY_SHIFT: u32 = PIECES_SHIFT + PIECES_BITS;
+
+    /// Mask of a field `bits` wide.
+    pub const fn mask(bits: u32) -> u64 {
+        (1 << bits) - 1
+    }
+}
+
+// A program has at most 16 × 256 commands of at most 33 pieces each, and a
+// CCW address is at most 32 bits plus a segment: the fields hold them all.
+const _: () = {
+    assert!(MAX_SEGMENTS * MAX_SEGMENT_CCWS * 33 <= 1 << place::PIECE_BITS);
+    assert!(33 < 1 << place::PIECES_BITS);
+    assert!(place::ENTRY_SHIFT + 5 <= 64);
+};
+
+/// The entry bits of [`ProgramCcw::place`].
 mod entry {
     /// The entry is a command (with [`IN`], [`FORMAT2`], [`BLOCK_4K`]).
-    pub const COMMAND: u32 = 0;
+    pub const COMMAND: u64 = 0;
     /// The entry is a TIC.
-    pub const TIC: u32 = 1;
+    pub const TIC: u64 = 1;
     /// The entry is a check point.
-    pub const CHECK: u32 = 2;
+    pub const CHECK: u64 = 2;
     /// Mask of the entry kinds.
-    pub const KIND: u32 = 3;
+    pub const KIND: u64 = 3;
     /// A command that moves data into guest memory.
-    pub const IN: u32 = 1 << 2;
+    pub const IN: u64 = 1 << 2;
     /// Indirect addressing uses format-2 IDAWs.
-    pub const FORMAT2: u32 = 1 << 3;
+    pub const FORMAT2: u64 = 1 << 3;
     /// Indirect addressing uses 4 KiB blocks.
-    pub const BLOCK_4K: u32 = 1 << 4;
+    pub const BLOCK_4K: u64 = 1 << 4;
 }
 
 impl ProgramCcw {
@@ -203,20 +227,18 @@ impl ProgramCcw {
         let [c0, c1] = ccw.count.to_be_bytes();
         let [a0, a1, a2, a3] = ccw.cda.to_be_bytes();
         Self {
-            addr,
             word: u64::from_be_bytes([ccw.cmd, ccw.flags.bits(), c0, c1, a0, a1, a2, a3]),
-            data: [data.start, data.end],
-            meta: command_meta(direction, mode),
+            place: Self::place(addr, command_entry(direction, mode))
+                | u64::from(data.start) << place::PIECE_SHIFT
+                | u64::from(data.end - data.start) << place::PIECES_SHIFT,
         }
     }
 
     /// A TIC to entry `target`.
     pub(crate) fn tic(addr: u64, target: u32) -> Self {
         Self {
-            addr,
             word: u64::from(target),
-            data: [0; 2],
-            meta: entry::TIC,
+            place: Self::place(addr, entry::TIC),
         }
     }
 
@@ -226,17 +248,49 @@ impl ProgramCcw {
         debug_assert!(index.is_some(), "unlisted check reason {reason:?}");
         let index = index.unwrap_or(0);
         Self {
-            addr,
             word: u64::try_from(index).unwrap_or(0),
-            data: [0; 2],
-            meta: entry::CHECK,
+            place: Self::place(addr, entry::CHECK),
         }
+    }
+
+    /// The place word of an entry without data pieces.
+    #[inline]
+    fn place(addr: u64, entry: u64) -> u64 {
+        debug_assert!(
+            addr <= place::mask(place::ADDR_BITS),
+            "CCW address {addr:#x}"
+        );
+        addr & place::mask(place::ADDR_BITS) | entry << place::ENTRY_SHIFT
+    }
+
+    /// The guest address the CCW was (or would have been) fetched from.
+    #[inline]
+    pub fn addr(&self) -> u64 {
+        self.place & place::mask(place::ADDR_BITS)
+    }
+
+    /// The [`entry`] bits.
+    #[inline]
+    fn entry(&self) -> u64 {
+        self.place >> place::ENTRY_SHIFT
+    }
+
+    /// A command's data pieces in [`ChannelProgram::pieces`].
+    #[inline]
+    fn data(&self) -> Range<u32> {
+        let field = |shift, bits| (self.place >> shift) & place::mask(bits);
+        let first = field(place::PIECE_SHIFT, place::PIECE_BITS);
+        let len = field(place::PIECES_SHIFT, place::PIECES_BITS);
+        // The fields are 18 and 6 bits wide.
+        let first = u32::try_from(first).unwrap_or(0);
+        first..first + u32::try_from(len).unwrap_or(0)
     }
 
     /// What the entry is.
     #[inline]
     pub fn kind(&self) -> CcwKind {
-        match self.meta & entry::KIND {
+        let meta = self.entry();
+        match meta & entry::KIND {
             entry::TIC => CcwKind::Tic {
                 target: u32::try_from(self.word).unwrap_or(u32::MAX),
             },
@@ -254,15 +308,15 @@ impl ProgramCcw {
                     cmd,
                     flags,
                     count: u16::from_be_bytes([c0, c1]),
-                    direction: if self.meta & entry::IN != 0 {
+                    direction: if meta & entry::IN != 0 {
                         Direction::In
                     } else {
                         Direction::Out
                     },
                     addressing: if flags.contains(CcwFlags::IDA) {
                         Addressing::Indirect {
-                            format2: self.meta & entry::FORMAT2 != 0,
-                            block: if self.meta & entry::BLOCK_4K != 0 {
+                            format2: meta & entry::FORMAT2 != 0,
+                            block: if meta & entry::BLOCK_4K != 0 {
                                 4096
                             } else {
                                 2048
@@ -272,7 +326,7 @@ impl ProgramCcw {
                     } else {
                         Addressing::Direct
                     },
-                    data: self.data[0]..self.data[1],
+                    data: self.data(),
                 }
             }
         }
@@ -281,22 +335,22 @@ impl ProgramCcw {
     /// Whether the entry is a TIC.
     #[inline]
     pub fn is_tic(&self) -> bool {
-        self.meta & entry::KIND == entry::TIC
+        self.entry() & entry::KIND == entry::TIC
     }
 }
 
 impl std::fmt::Debug for ProgramCcw {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProgramCcw")
-            .field("addr", &self.addr)
+            .field("addr", &self.addr())
             .field("kind", &self.kind())
             .finish()
     }
 }
 
-/// The [`ProgramCcw::meta`] of a command.
+/// The [`entry`] bits of a command.
 #[inline]
-fn command_meta(direction: Direction, mode: Mode) -> u32 {
+fn command_entry(direction: Direction, mode: Mode) -> u64 {
     let mut meta = entry::COMMAND;
     if direction == Direction::In {
         meta |= entry::IN;
@@ -344,21 +398,22 @@ impl ChannelProgram {
     /// executed or rejected that CCW), or the first CCW.
     pub fn contains_cpa(&self, cpa: u32) -> bool {
         let cpa = u64::from(cpa);
-        cpa == u64::from(self.orb.cpa) || self.ccws.iter().any(|c| c.addr + CCW_SIZE == cpa)
+        cpa == u64::from(self.orb.cpa) || self.ccws.iter().any(|c| c.addr() + CCW_SIZE == cpa)
     }
 
     /// Index of the entry fetched from guest address `addr`.
     pub fn index_of(&self, addr: u64) -> Option<usize> {
-        self.ccws.iter().position(|c| c.addr == addr)
+        self.ccws.iter().position(|c| c.addr() == addr)
     }
 
     /// The data pieces of entry `index`.
     pub fn data(&self, index: usize) -> &[DataPiece] {
         let entry = &self.ccws[index];
-        if entry.meta & entry::KIND != entry::COMMAND {
+        if entry.entry() & entry::KIND != entry::COMMAND {
             return &[];
         }
-        let [start, end] = entry.data.map(|i| usize::try_from(i).unwrap_or(0));
+        let data = entry.data();
+        let [start, end] = [data.start, data.end].map(|i| usize::try_from(i).unwrap_or(0));
         &self.pieces[start..end]
     }
 
@@ -452,6 +507,18 @@ fn check_orb(orb: &Orb) -> Result<Mode, TranslateError> {
 /// NO OPERATION: a control command that never transfers data.
 const NOP: u8 = 0x03;
 
+/// Command codes [`Builder::common_run`] takes: every code with a
+/// direction ([`Direction::of`]) except NOP.
+const COMMON_COMMAND: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut cmd = 0;
+    while cmd < 256 {
+        table[cmd] = cmd & 7 != 0 && cmd != NOP as usize;
+        cmd += 1;
+    }
+    table
+};
+
 /// Program-check reasons.
 mod check {
     pub const CPA_ALIGNMENT: &str = ALL[0];
@@ -517,6 +584,213 @@ struct Builder<'a> {
     common_path: bool,
 }
 
+/// What [`Builder::common_block`] checks a block of CCWs against, for
+/// format-2 IDAWs or not, 4 KiB IDAW blocks or 2 KiB. Both checks write
+/// the entries and pieces of the CCWs they take into scratch arrays.
+struct BlockCheck<'w, const FORMAT2: bool, const BLOCK_4K: bool> {
+    /// The IDAL window's bytes and the guest address of the first.
+    window: &'w [u8],
+    idal_base: u64,
+    /// The RAM range data areas are checked against, as `at - low <=
+    /// span - count`: one comparison, exact since the range can hold any
+    /// count (`span >= u16::MAX`).
+    low: u64,
+    span: u64,
+    /// The first entry's [`ProgramCcw::place`] without entry bits: entry
+    /// i's is `place + i * STEP`, i CCWs on and i pieces on (each CCW
+    /// here has one piece).
+    place: u64,
+    /// The entry bits of a command that sends, or receives.
+    send: u64,
+    receive: u64,
+}
+
+impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K> {
+    /// Bytes per IDAW.
+    const WIDTH: usize = if FORMAT2 { 8 } else { 4 };
+    /// IDAW block size.
+    const SIZE: u64 = if BLOCK_4K { 4096 } else { 2048 };
+    /// From one entry's place to the next one's.
+    const STEP: u64 = CCW_SIZE | 1 << place::PIECE_SHIFT;
+    /// Flags that end a run: CD, skip, suspend, MIDA.
+    const UNUSUAL: u64 = (CcwFlags::CD.bits() as u64
+        | CcwFlags::SKIP.bits() as u64
+        | CcwFlags::S.bits() as u64
+        | CcwFlags::MIDA.bits() as u64)
+        << 48;
+    const CC: u64 = (CcwFlags::CC.bits() as u64) << 48;
+    const IDA: u64 = (CcwFlags::IDA.bits() as u64) << 48;
+
+    /// The entry bits of a CCW with this header, if a run may hold it: a
+    /// command with a count, none of the [`Self::UNUSUAL`] flags, not a
+    /// NOP.
+    #[inline(always)]
+    fn header(&self, word: u64) -> Option<u64> {
+        let cmd = word >> 56;
+        let common = word & Self::UNUSUAL == 0
+            && word & 0xffff << 32 != 0
+            && COMMON_COMMAND[usize::from(cmd as u8)];
+        common.then_some(if cmd & 1 != 0 {
+            self.send
+        } else {
+            self.receive
+        })
+    }
+
+    /// A block whose CCWs all have the first one's header and, with IDA,
+    /// IDALs that follow each other in the window (Linux's block I/O:
+    /// READ or WRITE of one block each, IDALs allocated together): each
+    /// CCW is compared with the first, and only its IDAW or data address
+    /// is checked. Everything or nothing: `None` leaves the block to
+    /// [`BlockCheck::careful`].
+    #[inline(always)]
+    fn uniform(
+        &self,
+        block: &[u8],
+        entries: &mut [ProgramCcw; BULK],
+        pieces: &mut [DataPiece; BULK],
+    ) -> Option<(usize, BlockEnd)> {
+        let first = u64::from_be_bytes(block.get(..8)?.try_into().ok()?);
+        let direction = self.header(first)?;
+        let count = (first >> 32) & 0xffff;
+        let limit = self.span - count;
+        let len = u32::try_from(count).ok()?;
+        let mut place = self.place | direction;
+        // Bits set by any difference from the first CCW (the expected
+        // word), or a data address out of its addressing mode.
+        let mut wrong = 0;
+        let mut taken = 0;
+        let mut end = BlockEnd::Full;
+        if first & Self::IDA != 0 {
+            let cda = first & 0xffff_ffff;
+            let offset = usize::try_from(cda.wrapping_sub(self.idal_base)).ok()?;
+            let idals = self
+                .window
+                .get(offset..offset.checked_add(block.len() / 8 * Self::WIDTH)?)?;
+            // Aligned, all below 2 GiB (bit 0 of a format-1 address is an
+            // address error), and one block can hold the count.
+            let past = cda + u64::try_from(idals.len()).ok()?;
+            if cda % Self::WIDTH as u64 != 0 || past > 1 << 31 || count > Self::SIZE {
+                return None;
+            }
+            let room = Self::SIZE - count;
+            let mut expected = first & !Self::CC;
+            let zipped = block.chunks_exact(8).zip(idals.chunks_exact(Self::WIDTH));
+            for (((ccw, idaw), entry), piece) in zipped.zip(entries.iter_mut()).zip(pieces) {
+                let word = u64::from_be_bytes(ccw.try_into().ok()?);
+                let idaw = idaw_value(idaw);
+                wrong |= (word & !Self::CC) ^ expected;
+                if !FORMAT2 {
+                    wrong |= idaw & 0x8000_0000;
+                }
+                if idaw & (Self::SIZE - 1) > room || idaw.wrapping_sub(self.low) > limit {
+                    return None;
+                }
+                *entry = ProgramCcw { word, place };
+                *piece = DataPiece { addr: idaw, len };
+                expected += Self::WIDTH as u64;
+                place += Self::STEP;
+                taken += 1;
+                if word & Self::CC == 0 {
+                    end = BlockEnd::ChainEnds;
+                    break;
+                }
+            }
+        } else {
+            for ((ccw, entry), piece) in block.chunks_exact(8).zip(entries.iter_mut()).zip(pieces) {
+                let word = u64::from_be_bytes(ccw.try_into().ok()?);
+                let cda = word & 0xffff_ffff;
+                // Header bits, and bit 0 of the 31-bit data address
+                // (also past the end of the 31-bit space).
+                wrong |= (word ^ first) & HEADER | (cda + count - 1) >> 31;
+                if cda.wrapping_sub(self.low) > limit {
+                    return None;
+                }
+                *entry = ProgramCcw { word, place };
+                *piece = DataPiece { addr: cda, len };
+                place += Self::STEP;
+                taken += 1;
+                if word & Self::CC == 0 {
+                    end = BlockEnd::ChainEnds;
+                    break;
+                }
+            }
+        }
+        (wrong == 0).then_some((taken, end))
+    }
+
+    /// Any block: CCW by CCW, up to the first one a run may not hold.
+    #[inline(always)]
+    fn careful(
+        &self,
+        block: &[u8],
+        entries: &mut [ProgramCcw; BULK],
+        pieces: &mut [DataPiece; BULK],
+    ) -> (usize, BlockEnd) {
+        let mut place = self.place;
+        let mut taken = 0;
+        let mut end = BlockEnd::Full;
+        for ((ccw, entry), piece) in block.chunks_exact(8).zip(entries.iter_mut()).zip(pieces) {
+            let Ok(ccw) = <[u8; 8]>::try_from(ccw) else {
+                break;
+            };
+            let word = u64::from_be_bytes(ccw);
+            let Some(direction) = self.header(word) else {
+                break;
+            };
+            let count = (word >> 32) & 0xffff;
+            let cda = word & 0xffff_ffff;
+            let at = if word & Self::IDA != 0 {
+                // One IDAW that holds the whole count: the usual 4 KiB
+                // block through an aligned IDAW.
+                let Some(idaw) = usize::try_from(cda.wrapping_sub(self.idal_base))
+                    .ok()
+                    .and_then(|offset| self.window.get(offset..offset.checked_add(Self::WIDTH)?))
+                else {
+                    break;
+                };
+                let idaw = idaw_value(idaw);
+                if cda % Self::WIDTH as u64 != 0
+                    || cda >= 1 << 31
+                    || (idaw & (Self::SIZE - 1)) + count > Self::SIZE
+                    || (!FORMAT2 && idaw >= 1 << 31)
+                {
+                    break;
+                }
+                idaw
+            } else {
+                // Within the 31-bit space (bit 0 of the address included).
+                if cda + count > 1 << 31 {
+                    break;
+                }
+                cda
+            };
+            if at.wrapping_sub(self.low) > self.span - count {
+                end = BlockEnd::OutOfRange(at);
+                break;
+            }
+            *entry = ProgramCcw {
+                word,
+                place: place | direction,
+            };
+            *piece = DataPiece {
+                addr: at,
+                len: u32::try_from(count).unwrap_or(0),
+            };
+            place += Self::STEP;
+            taken += 1;
+            if word & Self::CC == 0 {
+                end = BlockEnd::ChainEnds;
+                break;
+            }
+        }
+        if end == BlockEnd::Full && taken * 8 < block.len() {
+            end = BlockEnd::Declined;
+        }
+        (taken, end)
+    }
+}
+
 /// Bytes of guest memory fetched for IDALs. IDALs of consecutive CCWs
 /// usually lie together (Linux allocates them with the CCWs), so one read
 /// serves many: a read per IDAL through vm-memory cost more than the rest
@@ -531,6 +805,27 @@ struct IdalWindow {
 /// IDAWs, 264 bytes), small enough that a refill for a scattered IDAL stays
 /// cheap.
 const IDAL_WINDOW: usize = 1024;
+
+/// The bits of a CCW word [`Builder::common_block`] decodes once for a run
+/// of CCWs that repeat them: command code, flags but CC, count.
+const HEADER: u64 = !(0x40 << 48 | 0xffff_ffff);
+
+/// CCWs [`Builder::common_run`] checks before it records them.
+const BULK: usize = 32;
+
+/// Where [`Builder::common_block`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockEnd {
+    /// It took every CCW of the block; the last one chains on.
+    Full,
+    /// After a CCW that ends the chain.
+    ChainEnds,
+    /// At a CCW whose data area (at this address) is outside the RAM range
+    /// it checked against.
+    OutOfRange(u64),
+    /// At a CCW it does not take for another reason.
+    Declined,
+}
 
 impl IdalWindow {
     /// The IDAL at `addr`, `width` bytes per IDAW, as long as `idaws`
@@ -562,33 +857,6 @@ impl IdalWindow {
                 return None;
             }
         }
-    }
-
-    /// The first IDAW of the IDAL at `addr`, if the window holds it.
-    #[inline]
-    fn first_idaw(&self, addr: u64, width: usize) -> Option<u64> {
-        let offset = usize::try_from(addr.checked_sub(self.base)?).ok()?;
-        if offset >= self.len || offset + width > self.len || addr % (width as u64) != 0 {
-            return None;
-        }
-        self.bytes.get(offset..offset + width).map(idaw_value)
-    }
-
-    /// The IDAL at `addr` as [`IdalWindow::idal`] finds it, if the window
-    /// holds all of it already.
-    #[inline]
-    fn held(&self, addr: u64, width: usize, idaws: impl Fn(u64) -> u64) -> Option<&[u8]> {
-        let offset = usize::try_from(addr.checked_sub(self.base)?).ok()?;
-        if offset >= self.len {
-            return None;
-        }
-        let first = idaw_value(self.bytes.get(offset..offset.checked_add(width)?)?);
-        // At most 33 IDAWs of at most 8 bytes: no overflow.
-        let end = offset + usize::try_from(idaws(first)).ok()? * width;
-        if end > self.len || addr % (width as u64) != 0 {
-            return None;
-        }
-        self.bytes.get(offset..end)
     }
 
     fn holds(&self, addr: u64, len: usize) -> bool {
@@ -669,7 +937,9 @@ fn translate_with(
             len: 0,
             bytes: [0; IDAL_WINDOW],
         },
-        data_range: (0, 0),
+        // Most programs keep their data in the range at 0: no lookup
+        // before the first data area.
+        data_range: ram.range_of(0).unwrap_or((0, 0)),
         common_path,
     };
     builder.build(u64::from(orb.cpa))?;
@@ -700,13 +970,13 @@ impl Builder<'_> {
             let index = if self.program.ccws[index].is_tic() {
                 // A TIC may not designate another TIC: the channel
                 // program-checks when it fetches the second one.
-                let at = self.program.ccws[index].addr;
+                let at = self.program.ccws[index].addr();
                 self.push_check_detached(at, check::TIC_TO_TIC)
             } else {
                 index
             };
             self.program.ccws[tic] = ProgramCcw::tic(
-                self.program.ccws[tic].addr,
+                self.program.ccws[tic].addr(),
                 u32::try_from(index).unwrap_or(u32::MAX),
             );
         }
@@ -849,18 +1119,20 @@ impl Builder<'_> {
 
     /// A run of common CCWs, from `slot` of the segment fetched into `raw`
     /// on: format-1 commands with a count, no data chaining, skip, suspend
-    /// or MIDA flag, not NOPs, whose IDAL (if any) is in the IDAL window and
-    /// whose data lies in the RAM range of the previous data area. Records
-    /// them and returns how many it took and whether the last one
+    /// or MIDA flag, not NOPs, with one data piece (direct, or one IDAW
+    /// from the IDAL window) in the RAM range of the previous data area.
+    /// Records them and returns how many it took and whether the last one
     /// command-chains. It stops before the first CCW that is not common,
     /// leaving it to [`Builder::command`], which decides every case.
     ///
-    /// Most channel programs are such CCWs only. Working on locals lets the
-    /// compiler keep the builder's state in registers; through `&mut self`
-    /// every CCW reloaded and stored it, which with the general path's case
-    /// analysis was most of the translation time. It is instantiated per
-    /// IDAW format and block size: with constant widths and shifts the loop
-    /// needs no variable shifts and keeps its state in registers.
+    /// Most channel programs are such CCWs only (Linux's block I/O: one
+    /// 4 KiB block per CCW). They are taken in blocks of [`BULK`]
+    /// ([`BlockCheck`]): a block whose CCWs repeat the first one's header
+    /// with IDALs in a row is checked by comparing each CCW with the first
+    /// and checking its data address; any other block CCW by CCW. Entries
+    /// are written to scratch arrays and appended a block at a time, which
+    /// keeps the loops' state in registers. It is instantiated per IDAW
+    /// format and block size, so widths, masks and shifts are constants.
     fn common_run(&mut self, start: u64, raw: &[u8], slot: usize) -> (usize, bool) {
         match (self.mode.format2_idaw, self.mode.block == 4096) {
             (true, true) => self.common_run_in::<true, true>(start, raw, slot),
@@ -879,126 +1151,88 @@ impl Builder<'_> {
         raw: &[u8],
         slot: usize,
     ) -> (usize, bool) {
-        let block: u64 = if BLOCK_4K { 4096 } else { 2048 };
-        let (mask, shift) = (block - 1, block.trailing_zeros());
         let width = if FORMAT2 { 8 } else { 4 };
-        let idaw_limit: u64 = if FORMAT2 { u64::MAX } else { 1 << 31 };
-        let (low, high) = self.data_range;
-        let in_range = |addr: u64, len: u64| addr >= low && addr.saturating_add(len) <= high;
-        let mode = self.mode;
-        // Bits of the CCW word that end a run: the CD, skip, suspend and
-        // MIDA flags, and bit 0 of the data address (a format-1 address
-        // error).
-        let flag = |f: CcwFlags| u64::from(f.bits()) << 48;
-        let unusual =
-            flag(CcwFlags::CD | CcwFlags::SKIP | CcwFlags::S | CcwFlags::MIDA) | 0x8000_0000;
-        // While a whole segment of maximal CCWs cannot reach the data limit,
-        // no CCW needs its own check.
-        let max_segment_bytes = MAX_SEGMENT_CCWS as u64 * u64::from(u16::MAX);
-        let data_limit = if self.program.data_bytes + max_segment_bytes > MAX_DATA_BYTES {
-            MAX_DATA_BYTES
-        } else {
-            u64::MAX
-        };
-        let mut ccws = std::mem::take(&mut self.program.ccws);
-        let mut pieces = std::mem::take(&mut self.program.pieces);
-        let mut data_bytes = self.program.data_bytes;
-        let before = ccws.len();
-        let mut addr = start + CCW_SIZE * slot as u64;
-        let mut last = 0u64;
-        for bytes in raw.get(slot * 8..).unwrap_or(&[]).chunks_exact(8) {
-            let Ok(bytes) = <[u8; 8]>::try_from(bytes) else {
+        let mut next = slot;
+        let mut chains = false;
+        let mut entries = [ProgramCcw { word: 0, place: 0 }; BULK];
+        let mut pieces = [DataPiece { addr: 0, len: 0 }; BULK];
+        loop {
+            // As many CCWs as cannot pass the data limit even at the
+            // largest count; near the limit the general path checks each.
+            let room = (MAX_DATA_BYTES - self.program.data_bytes) / u64::from(u16::MAX);
+            let len = usize::try_from(room).unwrap_or(BULK).min(BULK) * 8;
+            let rest = raw.get(next * 8..).unwrap_or(&[]);
+            let block = rest.get(..len.min(rest.len())).unwrap_or(&[]);
+            let Some(first) = block.get(..8) else {
                 break;
             };
-            let word = u64::from_be_bytes(bytes);
-            let [cmd, _, c0, c1, a0, a1, a2, a3] = bytes;
-            let count = u64::from(u16::from_be_bytes([c0, c1]));
-            if word & unusual != 0 || count == 0 || cmd == NOP {
-                break;
-            }
-            let Some(direction) = Direction::of(cmd) else {
-                break;
-            };
-            if data_bytes + count > data_limit {
-                break;
-            }
-            let cda = u64::from(u32::from_be_bytes([a0, a1, a2, a3]));
-            let first_piece = pieces.len();
-            if word & flag(CcwFlags::IDA) != 0 {
-                let Some(first) = self.idals.first_idaw(cda, width) else {
-                    break;
-                };
-                if count <= block - (first & mask) {
-                    // One IDAW: the usual 4 KiB block through an aligned
-                    // IDAW, without the IDAL walk.
-                    if first >= idaw_limit || !in_range(first, count) {
-                        break;
-                    }
-                    pieces.push(DataPiece {
-                        addr: first,
-                        len: u32::from(u16::from_be_bytes([c0, c1])),
-                    });
-                } else {
-                    let Some(list) = self.idals.held(cda, width, |first| {
-                        1 + ((count - (block - (first & mask)) + mask) >> shift)
-                    }) else {
-                        break;
-                    };
-                    let mut remaining = count;
-                    let mut fits = true;
-                    for (n, idaw) in list.chunks_exact(width).enumerate() {
-                        let data = idaw_value(idaw);
-                        let len = remaining.min(block - (data & mask));
-                        if (n > 0 && data & mask != 0) || data >= idaw_limit || !in_range(data, len)
-                        {
-                            fits = false;
-                            break;
-                        }
-                        pieces.push(DataPiece {
-                            addr: data,
-                            len: u32::try_from(len).unwrap_or(0),
-                        });
-                        remaining -= len;
-                    }
-                    if !fits {
-                        pieces.truncate(first_piece);
-                        break;
-                    }
+            // IDALs of consecutive CCWs lie together: a block whose first
+            // IDAL is past the window moves the window there.
+            if first[1] & CcwFlags::IDA.bits() != 0 {
+                let idal = u64::from(u32::from_be_bytes([first[4], first[5], first[6], first[7]]));
+                if !self.idals.holds(idal, width) {
+                    self.idals.refill(self.ram, idal);
                 }
-            } else {
-                if cda + count > 1 << 31 || !in_range(cda, count) {
-                    break;
-                }
-                pieces.push(DataPiece {
-                    addr: cda,
-                    len: u32::from(u16::from_be_bytes([c0, c1])),
-                });
             }
-            data_bytes += count;
-            ccws.push(ProgramCcw {
-                addr,
-                word,
-                data: [
-                    u32::try_from(first_piece).unwrap_or(u32::MAX),
-                    u32::try_from(pieces.len()).unwrap_or(u32::MAX),
-                ],
-                meta: command_meta(direction, mode),
-            });
-            addr += CCW_SIZE;
-            last = word;
-            if word & flag(CcwFlags::CC) == 0 {
-                break;
+            let addr = start + CCW_SIZE * next as u64;
+            let scratch = (&mut entries, &mut pieces);
+            let (taken, end) = self.common_block::<FORMAT2, BLOCK_4K>(addr, block, scratch);
+            next += taken;
+            if taken > 0 {
+                chains = end != BlockEnd::ChainEnds;
+            }
+            match end {
+                BlockEnd::Full => {}
+                // A data area in another RAM range: check the block from
+                // there against that range.
+                BlockEnd::OutOfRange(at) => match self.ram.range_of(at) {
+                    Some(range) if range != self.data_range => self.data_range = range,
+                    _ => break,
+                },
+                _ => break,
             }
         }
-        let taken = ccws.len() - before;
-        let chains = taken > 0 && last & flag(CcwFlags::CC) != 0;
-        self.program.ccws = ccws;
-        self.program.pieces = pieces;
-        self.program.data_bytes = data_bytes;
+        (next - slot, chains)
+    }
+
+    /// Check the CCWs of `block` (fetched from `addr` on), record the
+    /// common prefix, and return its length and where it stopped.
+    #[inline(always)]
+    fn common_block<const FORMAT2: bool, const BLOCK_4K: bool>(
+        &mut self,
+        addr: u64,
+        block: &[u8],
+        (entries, pieces): (&mut [ProgramCcw; BULK], &mut [DataPiece; BULK]),
+    ) -> (usize, BlockEnd) {
+        let (low, high) = self.data_range;
+        if high - low < u64::from(u16::MAX) {
+            return (0, BlockEnd::Declined);
+        }
+        let [send, receive] = [Direction::Out, Direction::In]
+            .map(|direction| command_entry(direction, self.mode) << place::ENTRY_SHIFT);
+        let first_piece = u64::try_from(self.program.pieces.len()).unwrap_or(0);
+        let check = BlockCheck::<FORMAT2, BLOCK_4K> {
+            window: self.idals.bytes.get(..self.idals.len).unwrap_or(&[]),
+            idal_base: self.idals.base,
+            low,
+            span: high - low,
+            place: addr | first_piece << place::PIECE_SHIFT | 1 << place::PIECES_SHIFT,
+            send,
+            receive,
+        };
+        let (taken, end) = check
+            .uniform(block, entries, pieces)
+            .unwrap_or_else(|| check.careful(block, entries, pieces));
+        self.program
+            .ccws
+            .extend_from_slice(entries.get(..taken).unwrap_or(&[]));
+        let pieces = pieces.get(..taken).unwrap_or(&[]);
+        self.program.pieces.extend_from_slice(pieces);
+        self.program.data_bytes += pieces.iter().map(|piece| u64::from(piece.len)).sum::<u64>();
         if let Some(segment) = self.program.segments.last_mut() {
             segment.len += u32::try_from(taken).unwrap_or(0);
         }
-        (taken, chains)
+        (taken, end)
     }
 
     /// Add a command CCW (or, for a program error, a check point). Returns

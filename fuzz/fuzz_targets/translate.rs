@@ -56,7 +56,7 @@ fn check_program(program: &ChannelProgram, ram: &GuestRam) {
     let entries = program.ccws.len();
     assert!(entries > 0, "a program has a first entry");
     assert_eq!(
-        program.ccws[0].addr,
+        program.ccws[0].addr(),
         u64::from(program.orb.cpa),
         "entry 0 is the CCW at the CPA"
     );

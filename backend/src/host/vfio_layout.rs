@@ -456,7 +456,7 @@ impl HostProgram {
             return Err(LayoutError::Misaligned(program_iova));
         }
         let entries = &program.ccws;
-        if entries.first().map(|e| e.addr) != Some(u64::from(program.orb.cpa)) {
+        if entries.first().map(|e| e.addr()) != Some(u64::from(program.orb.cpa)) {
             return Err(LayoutError::Inconsistent(
                 "entry 0 is not the CCW at the CPA",
             ));
@@ -505,7 +505,7 @@ impl HostProgram {
                 .find(
                     |(_, d)| matches!(d, Data::Extents(r) if !fits(&extents[r.clone()], BLOCK_2K)),
                 )
-                .map_or(0, |(e, _)| e.addr);
+                .map_or(0, |(e, _)| e.addr());
             return Err(LayoutError::Unrepresentable { addr });
         };
 
@@ -759,7 +759,7 @@ fn plan_runs(program: &ChannelProgram) -> Result<Vec<(u64, u64, u64)>, LayoutErr
             if owner[i].replace(s).is_some() {
                 return Err(LayoutError::Inconsistent("entry in two segments"));
             }
-            if program.ccws[i].addr != seg.addr + CCW_SIZE * k as u64 {
+            if program.ccws[i].addr() != seg.addr + CCW_SIZE * k as u64 {
                 return Err(LayoutError::Inconsistent("segment entries not consecutive"));
             }
         }
@@ -772,7 +772,7 @@ fn plan_runs(program: &ChannelProgram) -> Result<Vec<(u64, u64, u64)>, LayoutErr
                 let seg = &program.segments[s];
                 (usize::try_from(seg.len).unwrap_or(1), seg.addr)
             }
-            None => (1, program.ccws[i].addr),
+            None => (1, program.ccws[i].addr()),
         };
         runs.push((i as u64, len as u64, guest));
         i += len;
@@ -816,7 +816,7 @@ fn plan_data(
         return Ok(Data::Scratch);
     }
     if cmd & 0x0f == 0x0c {
-        return Err(LayoutError::ReadBackward { addr: entry.addr });
+        return Err(LayoutError::ReadBackward { addr: entry.addr() });
     }
     let total: u64 = pieces.iter().map(|p| u64::from(p.len)).sum();
     if total != u64::from(count) {
@@ -847,10 +847,10 @@ fn scratch_idaws(entry: &ProgramCcw, block: u64) -> u64 {
 /// or the CCW itself when the guest addressed directly.
 fn guest_designator(entry: &ProgramCcw, pieces: &[DataPiece], offset: Option<u64>) -> u64 {
     let CcwKind::Command { addressing, .. } = entry.kind() else {
-        return entry.addr;
+        return entry.addr();
     };
     match addressing {
-        Addressing::Direct => entry.addr,
+        Addressing::Direct => entry.addr(),
         Addressing::Indirect {
             format2,
             block,
@@ -1025,11 +1025,14 @@ mod tests {
                 }
             }
             // CPA round trips: at the CCW, and one past it.
-            let guest = u32::try_from(entry.addr).unwrap();
+            let guest = u32::try_from(entry.addr()).unwrap();
             assert_eq!(hp.guest_cpa(host), Some(guest), "entry {i}");
             assert_eq!(hp.guest_cpa(host + 8), Some(guest + 8), "entry {i}");
             assert_eq!(hp.guest_secondary_ccw(host), Some(guest), "entry {i}");
-            assert_eq!(hp.guest_address(u64::from(host) + 3), Some(entry.addr + 3));
+            assert_eq!(
+                hp.guest_address(u64::from(host) + 3),
+                Some(entry.addr() + 3)
+            );
         }
         for seg in &program.segments {
             let last = usize::try_from(seg.first + seg.len - 1).unwrap();

@@ -188,7 +188,7 @@ impl ModelHost {
 }
 
 fn cpa_after(program: &ChannelProgram, index: usize) -> u32 {
-    u32::try_from(program.ccws[index].addr + 8).unwrap_or(u32::MAX)
+    u32::try_from(program.ccws[index].addr() + 8).unwrap_or(u32::MAX)
 }
 
 impl HostSubchannel for ModelHost {

@@ -271,7 +271,7 @@ fn data_area_outside_ram_becomes_a_check_point_after_the_valid_prefix() {
     let program = translate(&orb(0x1000), &ram).unwrap();
     assert!(matches!(program.ccws[0].kind(), CcwKind::Command { .. }));
     assert_eq!(check_reason(&program, 1), check::DATA_ADDRESS);
-    assert_eq!(program.ccws[1].addr, 0x1008);
+    assert_eq!(program.ccws[1].addr(), 0x1008);
     assert!(
         program.contains_cpa(0x1010),
         "the check's CPA belongs to the program"
@@ -286,7 +286,7 @@ fn chain_running_off_the_end_of_ram_checks_there() {
     let program = translate(&orb(u32::try_from(last).unwrap()), &ram).unwrap();
     assert_eq!(program.ccws.len(), 2);
     assert_eq!(check_reason(&program, 1), check::CCW_ADDRESS);
-    assert_eq!(program.ccws[1].addr, RAM as u64);
+    assert_eq!(program.ccws[1].addr(), RAM as u64);
     let program = translate(&orb(0x7fff_0000), &ram).unwrap();
     assert_eq!(check_reason(&program, 0), check::CCW_ADDRESS);
     let program = translate(&orb(0x1004), &ram).unwrap();
@@ -319,7 +319,10 @@ fn tic_to_a_new_segment_and_tic_to_tic() {
     let CcwKind::Tic { target } = program.ccws[1].kind() else {
         panic!("TIC expected");
     };
-    assert_eq!(program.ccws[usize::try_from(target).unwrap()].addr, 0x5000);
+    assert_eq!(
+        program.ccws[usize::try_from(target).unwrap()].addr(),
+        0x5000
+    );
     // A TIC storm: a TIC designating itself is a TIC to a TIC.
     put(&ram, 0x6000, 0x08, CcwFlags::empty(), 0, 0x6000);
     let program = translate(&orb(0x6000), &ram).unwrap();
@@ -543,7 +546,7 @@ fn status_modifier_can_skip_a_forward_tic() {
     put(&ram, 0x5000, 0x03, CcwFlags::empty(), 0, 0);
     let program = translate(&orb(0x1000), &ram).unwrap();
     assert_eq!(program.sequential(1), Some(2));
-    assert_eq!(program.ccws[2].addr, 0x1010);
+    assert_eq!(program.ccws[2].addr(), 0x1010);
     // Garbage with the suspend flag after the TIC is a check point.
     put(&ram, 0x1010, 0x02, CcwFlags::S, 8, 0x2000);
     let program = translate(&orb(0x1000), &ram).unwrap();
@@ -653,4 +656,270 @@ fn command_code_directions() {
     for (cmd, direction) in cases {
         assert_eq!(Direction::of(cmd), direction, "command {cmd:#04x}");
     }
+}
+
+/// Linux's block I/O shape, which the common path checks a block at a
+/// time: `n` command-chained READs of `count` bytes, CCWs at 0x1000, each
+/// with one format-2 IDAW, the IDALs one after the other from 0x8000, the
+/// data in consecutive 4 KiB blocks from 0x2_0000.
+fn block_reads(ram: &GuestRam, n: u64, count: u16) -> Orb {
+    for i in 0..n {
+        let flags = if i + 1 < n {
+            CcwFlags::CC | CcwFlags::IDA
+        } else {
+            CcwFlags::IDA
+        };
+        let idal = 0x8000 + 8 * i;
+        put(
+            ram,
+            0x1000 + 8 * i,
+            0x02,
+            flags,
+            count,
+            u32::try_from(idal).unwrap(),
+        );
+        ram.write(idal, &(0x2_0000 + 0x1000 * i).to_be_bytes())
+            .unwrap();
+    }
+    orb_idaw(0x1000, true, false)
+}
+
+/// Translate with both paths, which must agree.
+fn both_paths(orb: &Orb, ram: &GuestRam) -> ChannelProgram {
+    let program = translate(orb, ram).unwrap();
+    assert_eq!(program, translate_general_only(orb, ram).unwrap());
+    program
+}
+
+#[test]
+fn block_reads_translate_with_one_piece_each() {
+    let ram = ram(RAM);
+    let program = both_paths(&block_reads(&ram, 100, 0x1000), &ram);
+    assert_eq!(program.ccws.len(), 100);
+    assert_eq!(program.data_bytes, 100 * 0x1000);
+    for i in [0, 31, 32, 99] {
+        assert_eq!(
+            program.data(i),
+            &[DataPiece {
+                addr: 0x2_0000 + 0x1000 * i as u64,
+                len: 0x1000
+            }]
+        );
+        assert_eq!(program.ccws[i].addr(), 0x1000 + 8 * i as u64);
+    }
+}
+
+/// A CCW in the middle of a run that differs from the others (here its
+/// count) is decoded on its own, with the same result.
+#[test]
+fn block_reads_with_one_different_count() {
+    let ram = ram(RAM);
+    let orb = block_reads(&ram, 64, 0x1000);
+    put(
+        &ram,
+        0x1000 + 8 * 40,
+        0x02,
+        CcwFlags::CC | CcwFlags::IDA,
+        0x200,
+        0x8000 + 8 * 40,
+    );
+    let program = both_paths(&orb, &ram);
+    assert_eq!(program.ccws.len(), 64);
+    assert_eq!(program.data(40)[0].len, 0x200);
+    assert_eq!(program.data_bytes, 63 * 0x1000 + 0x200);
+}
+
+/// One IDAW of a run designates memory outside guest RAM: the run stops
+/// before it and it becomes the check point.
+#[test]
+fn block_reads_with_one_idaw_outside_ram() {
+    let ram = ram(RAM);
+    let orb = block_reads(&ram, 64, 0x1000);
+    ram.write(0x8000 + 8 * 45, &(RAM as u64).to_be_bytes())
+        .unwrap();
+    let program = both_paths(&orb, &ram);
+    assert_eq!(program.ccws.len(), 46);
+    assert_eq!(check_reason(&program, 45), check::DATA_ADDRESS);
+    assert_eq!(program.data(44)[0].addr, 0x2_0000 + 0x1000 * 44);
+}
+
+/// One IDAL of a run lies elsewhere, one needs a second IDAW (its first
+/// one starts mid-block), and one has a format-1-only high bit: each is
+/// taken on its own, with the same result.
+#[test]
+fn block_reads_with_idals_out_of_line_or_crossing_a_block() {
+    let ram = ram(RAM);
+    let orb = block_reads(&ram, 64, 0x800);
+    // CCW 10's IDAL at 0x9000.
+    put(
+        &ram,
+        0x1000 + 8 * 10,
+        0x02,
+        CcwFlags::CC | CcwFlags::IDA,
+        0x800,
+        0x9000,
+    );
+    ram.write(0x9000, &0x5_0000u64.to_be_bytes()).unwrap();
+    // CCW 20 starts 0x400 before the end of its block: two IDAWs, the
+    // second one CCW 21's (block-aligned) IDAW.
+    ram.write(
+        0x8000 + 8 * 20,
+        &(0x2_0000 + 0x1000 * 20 + 0xc00u64).to_be_bytes(),
+    )
+    .unwrap();
+    let program = both_paths(&orb, &ram);
+    assert_eq!(program.ccws.len(), 64);
+    assert_eq!(
+        program.data(10),
+        &[DataPiece {
+            addr: 0x5_0000,
+            len: 0x800
+        }]
+    );
+    assert_eq!(
+        program.data(20),
+        &[
+            DataPiece {
+                addr: 0x2_0000 + 0x1000 * 20 + 0xc00,
+                len: 0x400
+            },
+            DataPiece {
+                addr: 0x2_0000 + 0x1000 * 21,
+                len: 0x400
+            },
+        ]
+    );
+}
+
+/// The chain ends in the middle of a block; what follows in memory is not
+/// part of the program.
+#[test]
+fn block_reads_ending_in_the_middle_of_a_block() {
+    let ram = ram(RAM);
+    let orb = block_reads(&ram, 64, 0x1000);
+    put(
+        &ram,
+        0x1000 + 8 * 36,
+        0x02,
+        CcwFlags::IDA,
+        0x1000,
+        0x8000 + 8 * 36,
+    );
+    let program = both_paths(&orb, &ram);
+    assert_eq!(program.ccws.len(), 37);
+    assert_eq!(program.segments[0].len, 37);
+    assert_eq!(program.data_bytes, 37 * 0x1000);
+}
+
+/// Format-1 IDAWs of a run, one with bit 0 set; direct addresses of a
+/// run, one crossing the end of the 31-bit space. Guest RAM reaches past
+/// 2 GiB, so only the addressing mode is wrong.
+#[test]
+fn block_runs_with_one_address_beyond_31_bits() {
+    let ram = GuestRam::anonymous((2 << 30) + 0x10_0000).unwrap();
+    for i in 0..40u64 {
+        let idal = 0x8000 + 4 * i;
+        put(
+            &ram,
+            0x1000 + 8 * i,
+            0x02,
+            CcwFlags::CC | CcwFlags::IDA,
+            0x800,
+            u32::try_from(idal).unwrap(),
+        );
+        let data = if i == 33 {
+            0x8000_0000
+        } else {
+            0x2_0000 + 0x800 * i
+        };
+        ram.write(idal, &u32::try_from(data).unwrap().to_be_bytes())
+            .unwrap();
+    }
+    put(
+        &ram,
+        0x1000 + 8 * 39,
+        0x02,
+        CcwFlags::IDA,
+        0x800,
+        0x8000 + 4 * 39,
+    );
+    let orb = orb_idaw(0x1000, false, true);
+    let program = both_paths(&orb, &ram);
+    assert_eq!(program.ccws.len(), 34);
+    assert_eq!(check_reason(&program, 33), check::IDAW_FORMAT1);
+
+    for i in 0..40u64 {
+        let data = if i == 35 {
+            0x7fff_f800
+        } else {
+            0x2_0000 + 0x1000 * i
+        };
+        let flags = if i < 39 {
+            CcwFlags::CC
+        } else {
+            CcwFlags::empty()
+        };
+        put(
+            &ram,
+            0x1000 + 8 * i,
+            0x01,
+            flags,
+            0x1000,
+            u32::try_from(data).unwrap(),
+        );
+    }
+    let program = both_paths(&orb, &ram);
+    assert_eq!(program.ccws.len(), 36);
+    assert_eq!(check_reason(&program, 35), check::DATA_ADDRESS);
+
+    // IDALs (in RAM) at 2 GiB: their addresses have bit 0 set.
+    for i in 0..40u64 {
+        let idal = 0x8000_0000 + 4 * i;
+        let flags = if i < 39 {
+            CcwFlags::CC | CcwFlags::IDA
+        } else {
+            CcwFlags::IDA
+        };
+        ram.write(0x1000 + 8 * i, &[0x02, flags.bits(), 0x08, 0x00])
+            .unwrap();
+        ram.write(0x1004 + 8 * i, &u32::try_from(idal).unwrap().to_be_bytes())
+            .unwrap();
+        ram.write(idal, &0x2_0000u32.to_be_bytes()).unwrap();
+    }
+    let program = both_paths(&orb, &ram);
+    assert_eq!(program.ccws.len(), 1);
+    assert_eq!(check_reason(&program, 0), check::DATA_ADDRESS);
+}
+
+/// Data areas in two RAM regions with a hole between them: the run checks
+/// each against the region it lies in, and one in the hole is a check
+/// point.
+#[test]
+fn block_reads_in_two_ram_regions() {
+    use crate::memory::tests::region;
+    let mem = vm_memory::GuestMemoryMmap::from_regions(vec![
+        region(0, 0x10_0000, 0, 0x10_0000),
+        region(0x20_0000, 0x10_0000, 0, 0x10_0000),
+    ])
+    .unwrap();
+    let ram = GuestRam::new(std::sync::Arc::new(mem));
+    let orb = block_reads(&ram, 64, 0x1000);
+    for i in 16..64u64 {
+        let data = if i == 50 {
+            0x18_0000
+        } else {
+            0x20_0000 + 0x1000 * i
+        };
+        ram.write(0x8000 + 8 * i, &data.to_be_bytes()).unwrap();
+    }
+    let program = both_paths(&orb, &ram);
+    assert_eq!(program.ccws.len(), 51);
+    assert_eq!(
+        program.data(49),
+        &[DataPiece {
+            addr: 0x20_0000 + 0x1000 * 49,
+            len: 0x1000
+        }]
+    );
+    assert_eq!(check_reason(&program, 50), check::DATA_ADDRESS);
 }

@@ -383,7 +383,7 @@ fn trace_ccw(devno: u16, program: &ChannelProgram, index: usize, step: &Step) {
     log::trace!(
         target: CCW_TRACE,
         "{devno:04x} {:08x} {what} -> dstat={:02x} cstat={:02x} residual={} cpa={:08x}{}",
-        entry.addr,
+        entry.addr(),
         step.status.bits(),
         step.cstat.bits(),
         step.residual,
@@ -470,7 +470,7 @@ fn execute_step(
     let entry = &program.ccws[first];
     let (cmd, direction) = match entry.kind() {
         CcwKind::Command { cmd, direction, .. } => (cmd, direction),
-        CcwKind::Check { .. } | CcwKind::Tic { .. } => return Step::program_check(entry.addr),
+        CcwKind::Check { .. } | CcwKind::Tic { .. } => return Step::program_check(entry.addr()),
     };
     // Collect the data chain: the command's CCW and every CCW it chains
     // data into (their command codes are ignored).
@@ -481,12 +481,12 @@ fn execute_step(
     loop {
         let entry = &program.ccws[index];
         let CcwKind::Command { flags, count, .. } = entry.kind() else {
-            broken_chain = Some(entry.addr);
+            broken_chain = Some(entry.addr());
             break;
         };
         parts.push(Part {
             index,
-            addr: entry.addr,
+            addr: entry.addr(),
             flags,
             count,
         });
@@ -502,7 +502,7 @@ fn execute_step(
         match program.sequential(index) {
             Some(next) => index = program.resolve(next),
             None => {
-                broken_chain = Some(entry.addr + CCW_SIZE);
+                broken_chain = Some(entry.addr() + CCW_SIZE);
                 break;
             }
         }
