@@ -584,6 +584,14 @@ struct Builder<'a> {
     common_path: bool,
 }
 
+/// What a [`BlockCheck`] took of a block: how many CCWs, their data bytes,
+/// and where it stopped.
+struct Taken {
+    ccws: usize,
+    bytes: u64,
+    end: BlockEnd,
+}
+
 /// What [`Builder::common_block`] checks a block of CCWs against, for
 /// format-2 IDAWs or not, 4 KiB IDAW blocks or 2 KiB. Both checks write
 /// the entries and pieces of the CCWs they take into scratch arrays.
@@ -649,7 +657,7 @@ impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K
         block: &[u8],
         entries: &mut [ProgramCcw; BULK],
         pieces: &mut [DataPiece; BULK],
-    ) -> Option<(usize, BlockEnd)> {
+    ) -> Option<Taken> {
         let first = u64::from_be_bytes(block.get(..8)?.try_into().ok()?);
         let direction = self.header(first)?;
         let count = (first >> 32) & 0xffff;
@@ -716,7 +724,11 @@ impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K
                 }
             }
         }
-        (wrong == 0).then_some((taken, end))
+        (wrong == 0).then_some(Taken {
+            ccws: taken,
+            bytes: count * taken as u64,
+            end,
+        })
     }
 
     /// Any block: CCW by CCW, up to the first one a run may not hold.
@@ -726,9 +738,10 @@ impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K
         block: &[u8],
         entries: &mut [ProgramCcw; BULK],
         pieces: &mut [DataPiece; BULK],
-    ) -> (usize, BlockEnd) {
+    ) -> Taken {
         let mut place = self.place;
         let mut taken = 0;
+        let mut bytes = 0;
         let mut end = BlockEnd::Full;
         for ((ccw, entry), piece) in block.chunks_exact(8).zip(entries.iter_mut()).zip(pieces) {
             let Ok(ccw) = <[u8; 8]>::try_from(ccw) else {
@@ -778,6 +791,7 @@ impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K
                 len: u32::try_from(count).unwrap_or(0),
             };
             place += Self::STEP;
+            bytes += count;
             taken += 1;
             if word & Self::CC == 0 {
                 end = BlockEnd::ChainEnds;
@@ -787,7 +801,11 @@ impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K
         if end == BlockEnd::Full && taken * 8 < block.len() {
             end = BlockEnd::Declined;
         }
-        (taken, end)
+        Taken {
+            ccws: taken,
+            bytes,
+            end,
+        }
     }
 }
 
@@ -1220,15 +1238,20 @@ impl Builder<'_> {
             send,
             receive,
         };
-        let (taken, end) = check
+        let Taken {
+            ccws: taken,
+            bytes,
+            end,
+        } = check
             .uniform(block, entries, pieces)
             .unwrap_or_else(|| check.careful(block, entries, pieces));
         self.program
             .ccws
             .extend_from_slice(entries.get(..taken).unwrap_or(&[]));
-        let pieces = pieces.get(..taken).unwrap_or(&[]);
-        self.program.pieces.extend_from_slice(pieces);
-        self.program.data_bytes += pieces.iter().map(|piece| u64::from(piece.len)).sum::<u64>();
+        self.program
+            .pieces
+            .extend_from_slice(pieces.get(..taken).unwrap_or(&[]));
+        self.program.data_bytes += bytes;
         if let Some(segment) = self.program.segments.last_mut() {
             segment.len += u32::try_from(taken).unwrap_or(0);
         }
