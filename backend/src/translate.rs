@@ -582,6 +582,15 @@ struct Builder<'a> {
     data_range: (u64, u64),
     /// Whether runs of common CCWs take [`Builder::common_run`].
     common_path: bool,
+    /// Where [`Builder::common_block`] writes a block's entries.
+    scratch: Scratch,
+}
+
+/// Entries and data pieces of the CCWs a [`BlockCheck`] took, before they
+/// are appended to the program.
+struct Scratch {
+    entries: [ProgramCcw; BULK],
+    pieces: [DataPiece; BULK],
 }
 
 /// What a [`BlockCheck`] took of a block: how many CCWs, their data bytes,
@@ -664,9 +673,6 @@ impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K
         let limit = self.span - count;
         let len = u32::try_from(count).ok()?;
         let mut place = self.place | direction;
-        // Bits set by any difference from the first CCW (the expected
-        // word), or a data address out of its addressing mode.
-        let mut wrong = 0;
         let mut taken = 0;
         let mut end = BlockEnd::Full;
         if first & Self::IDA != 0 {
@@ -687,11 +693,11 @@ impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K
             for (((ccw, idaw), entry), piece) in zipped.zip(entries.iter_mut()).zip(pieces) {
                 let word = u64::from_be_bytes(ccw.try_into().ok()?);
                 let idaw = idaw_value(idaw);
-                wrong |= (word & !Self::CC) ^ expected;
-                if !FORMAT2 {
-                    wrong |= idaw & 0x8000_0000;
-                }
-                if idaw & (Self::SIZE - 1) > room || idaw.wrapping_sub(self.low) > limit {
+                if word & !Self::CC != expected
+                    || (!FORMAT2 && idaw & 0x8000_0000 != 0)
+                    || idaw & (Self::SIZE - 1) > room
+                    || idaw.wrapping_sub(self.low) > limit
+                {
                     return None;
                 }
                 *entry = ProgramCcw { word, place };
@@ -708,10 +714,12 @@ impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K
             for ((ccw, entry), piece) in block.chunks_exact(8).zip(entries.iter_mut()).zip(pieces) {
                 let word = u64::from_be_bytes(ccw.try_into().ok()?);
                 let cda = word & 0xffff_ffff;
-                // Header bits, and bit 0 of the 31-bit data address
-                // (also past the end of the 31-bit space).
-                wrong |= (word ^ first) & HEADER | (cda + count - 1) >> 31;
-                if cda.wrapping_sub(self.low) > limit {
+                // The header, and the data area within 31 bits (bit 0 of
+                // the address included).
+                if (word ^ first) & HEADER != 0
+                    || cda + count > 1 << 31
+                    || cda.wrapping_sub(self.low) > limit
+                {
                     return None;
                 }
                 *entry = ProgramCcw { word, place };
@@ -724,7 +732,7 @@ impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K
                 }
             }
         }
-        (wrong == 0).then_some(Taken {
+        Some(Taken {
             ccws: taken,
             bytes: count * taken as u64,
             end,
@@ -824,6 +832,9 @@ struct IdalWindow {
 /// cheap.
 const IDAL_WINDOW: usize = 1024;
 
+/// Bytes of the longest IDAL: 33 format-2 IDAWs.
+const LONGEST_IDAL: usize = 33 * 8;
+
 /// The bits of a CCW word [`Builder::common_block`] decodes once for a run
 /// of CCWs that repeat them: command code, flags but CC, count.
 const HEADER: u64 = !(0x40 << 48 | 0xffff_ffff);
@@ -885,14 +896,24 @@ impl IdalWindow {
                 .is_some_and(|end| end <= self.len)
     }
 
+    /// Fetch the window again so that it holds the IDAL at `addr`: from
+    /// `addr` on, or, when `addr` lies below the window (IDALs that
+    /// descend), ending a longest IDAL past it.
     fn refill(&mut self, ram: &GuestRam, addr: u64) -> bool {
-        let len = ram.contiguous_len(addr, IDAL_WINDOW as u64);
+        let start = if self.len > 0 && addr < self.base {
+            let below = (IDAL_WINDOW - LONGEST_IDAL) as u64;
+            let range_start = ram.range_of(addr).map_or(addr, |(start, _)| start);
+            addr.saturating_sub(below).max(range_start)
+        } else {
+            addr
+        };
+        let len = ram.contiguous_len(start, IDAL_WINDOW as u64);
         let len = usize::try_from(len).unwrap_or(0);
-        if len == 0 || ram.read(addr, &mut self.bytes[..len]).is_err() {
+        if len == 0 || ram.read(start, &mut self.bytes[..len]).is_err() {
             self.len = 0;
             return false;
         }
-        self.base = addr;
+        self.base = start;
         self.len = len;
         true
     }
@@ -959,6 +980,10 @@ fn translate_with(
         // before the first data area.
         data_range: ram.range_of(0).unwrap_or((0, 0)),
         common_path,
+        scratch: Scratch {
+            entries: [ProgramCcw { word: 0, place: 0 }; BULK],
+            pieces: [DataPiece { addr: 0, len: 0 }; BULK],
+        },
     };
     builder.build(u64::from(orb.cpa))?;
     Ok(builder.program)
@@ -1172,8 +1197,6 @@ impl Builder<'_> {
         let width = if FORMAT2 { 8 } else { 4 };
         let mut next = slot;
         let mut chains = false;
-        let mut entries = [ProgramCcw { word: 0, place: 0 }; BULK];
-        let mut pieces = [DataPiece { addr: 0, len: 0 }; BULK];
         loop {
             // As many CCWs as cannot pass the data limit even at the
             // largest count; near the limit the general path checks each.
@@ -1193,8 +1216,7 @@ impl Builder<'_> {
                 }
             }
             let addr = start + CCW_SIZE * next as u64;
-            let scratch = (&mut entries, &mut pieces);
-            let (taken, end) = self.common_block::<FORMAT2, BLOCK_4K>(addr, block, scratch);
+            let (taken, end) = self.common_block::<FORMAT2, BLOCK_4K>(addr, block);
             next += taken;
             if taken > 0 {
                 chains = end != BlockEnd::ChainEnds;
@@ -1220,7 +1242,6 @@ impl Builder<'_> {
         &mut self,
         addr: u64,
         block: &[u8],
-        (entries, pieces): (&mut [ProgramCcw; BULK], &mut [DataPiece; BULK]),
     ) -> (usize, BlockEnd) {
         let (low, high) = self.data_range;
         if high - low < u64::from(u16::MAX) {
@@ -1238,6 +1259,7 @@ impl Builder<'_> {
             send,
             receive,
         };
+        let Scratch { entries, pieces } = &mut self.scratch;
         let Taken {
             ccws: taken,
             bytes,

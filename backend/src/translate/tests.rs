@@ -923,3 +923,42 @@ fn block_reads_in_two_ram_regions() {
     );
     assert_eq!(check_reason(&program, 50), check::DATA_ADDRESS);
 }
+
+/// IDALs laid out backwards (each CCW's below the one before): the window
+/// is fetched to end past the missing IDAL, so it holds the ones below
+/// too; one- and many-IDAW IDALs alike give the general path's program.
+#[test]
+fn block_reads_with_descending_idals() {
+    let ram = ram(RAM);
+    for (count, idaws) in [(0x800u16, 1u64), (0x4000, 8)] {
+        let n = 40u64;
+        let mut expected = Vec::new();
+        for i in 0..n {
+            let flags = if i + 1 < n {
+                CcwFlags::CC | CcwFlags::IDA
+            } else {
+                CcwFlags::IDA
+            };
+            let idal = 0x2_0000 - 8 * idaws * (i + 1);
+            put(
+                &ram,
+                0x1000 + 8 * i,
+                0x01,
+                flags,
+                count,
+                u32::try_from(idal).unwrap(),
+            );
+            for k in 0..idaws {
+                let data = 0x3_0000 + 0x800 * (idaws * i + k);
+                ram.write(idal + 8 * k, &data.to_be_bytes()).unwrap();
+                expected.push(DataPiece {
+                    addr: data,
+                    len: 0x800,
+                });
+            }
+        }
+        let program = both_paths(&orb_idaw(0x1000, true, true), &ram);
+        assert_eq!(program.ccws.len(), 40);
+        assert_eq!(program.pieces, expected, "count {count:#x}");
+    }
+}
