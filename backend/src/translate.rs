@@ -637,6 +637,9 @@ impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K
         << 48;
     const CC: u64 = (CcwFlags::CC.bits() as u64) << 48;
     const IDA: u64 = (CcwFlags::IDA.bits() as u64) << 48;
+    /// The bits of a CCW word a uniform block repeats: command code,
+    /// flags but CC, count.
+    const HEADER: u64 = !(Self::CC | 0xffff_ffff);
 
     /// The entry bits of a CCW with this header, if a run may hold it: a
     /// command with a count, none of the [`Self::UNUSUAL`] flags, not a
@@ -694,7 +697,7 @@ impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K
                 let word = u64::from_be_bytes(ccw.try_into().ok()?);
                 let idaw = idaw_value(idaw);
                 if word & !Self::CC != expected
-                    || (!FORMAT2 && idaw & 0x8000_0000 != 0)
+                    || (!FORMAT2 && idaw >= 1 << 31)
                     || idaw & (Self::SIZE - 1) > room
                     || idaw.wrapping_sub(self.low) > limit
                 {
@@ -716,7 +719,7 @@ impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K
                 let cda = word & 0xffff_ffff;
                 // The header, and the data area within 31 bits (bit 0 of
                 // the address included).
-                if (word ^ first) & HEADER != 0
+                if (word ^ first) & Self::HEADER != 0
                     || cda + count > 1 << 31
                     || cda.wrapping_sub(self.low) > limit
                 {
@@ -834,10 +837,6 @@ const IDAL_WINDOW: usize = 1024;
 
 /// Bytes of the longest IDAL: 33 format-2 IDAWs.
 const LONGEST_IDAL: usize = 33 * 8;
-
-/// The bits of a CCW word [`Builder::common_block`] decodes once for a run
-/// of CCWs that repeat them: command code, flags but CC, count.
-const HEADER: u64 = !(0x40 << 48 | 0xffff_ffff);
 
 /// CCWs [`Builder::common_run`] checks before it records them.
 const BULK: usize = 32;
