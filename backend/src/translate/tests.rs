@@ -743,9 +743,9 @@ fn block_reads_with_one_idaw_outside_ram() {
     assert_eq!(program.data(44)[0].addr, 0x2_0000 + 0x1000 * 44);
 }
 
-/// One IDAL of a run lies elsewhere, one needs a second IDAW (its first
-/// one starts mid-block), and one has a format-1-only high bit: each is
-/// taken on its own, with the same result.
+/// One IDAL of a run lies elsewhere, and one CCW needs a second IDAW (its
+/// first one starts mid-block): each is taken on its own, with the same
+/// result.
 #[test]
 fn block_reads_with_idals_out_of_line_or_crossing_a_block() {
     let ram = ram(RAM);
