@@ -962,3 +962,86 @@ fn block_reads_with_descending_idals() {
         assert_eq!(program.pieces, expected, "count {count:#x}");
     }
 }
+
+/// One change to a run of block reads, for the property test below.
+#[derive(Debug, Clone)]
+enum Perturbation {
+    /// CCW `at` gets this header (command code, flags, count).
+    Header {
+        at: u64,
+        cmd: u8,
+        flags: u8,
+        count: u16,
+    },
+    /// CCW `at`'s IDAL moves to this address.
+    Idal { at: u64, idal: u32 },
+    /// CCW `at`'s IDAW becomes this value.
+    Idaw { at: u64, idaw: u64 },
+}
+
+use proptest::prelude::{ProptestConfig, Strategy, prop_oneof};
+
+proptest::proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..Default::default() })]
+
+    /// Runs shaped like Linux's block I/O (one header, IDALs in a row, or
+    /// direct addresses), with random changes to some CCWs, IDALs and
+    /// IDAWs, in every IDAW mode: the common path builds exactly the
+    /// general path's program.
+    #[test]
+    fn block_shaped_runs_build_the_program_of_the_general_path(
+        n in 1u64..=100,
+        indirect in proptest::bool::ANY,
+        (format2, two_k) in proptest::sample::select(vec![(true, false), (true, true), (false, true)]),
+        count in proptest::sample::select(vec![1u16, 0x200, 0x800, 0x1000, 0x1001]),
+        changes in proptest::collection::vec(
+            prop_oneof![
+                (0u64..100, proptest::sample::select(vec![0x01u8, 0x02, 0x03, 0x04, 0x08, 0x86, 0x00]),
+                    proptest::sample::select(vec![0x40u8, 0x44, 0x00, 0x04, 0x60, 0xc4, 0x54, 0x46, 0x45]),
+                    proptest::sample::select(vec![0u16, 1, 0x800, 0x1000, 0xffff]))
+                    .prop_map(|(at, cmd, flags, count)| Perturbation::Header { at, cmd, flags, count }),
+                (0u64..100, proptest::sample::select(vec![0x9000u32, 0x8004, 0x8002, 0xf_fffc, 0x10_0000, 0x8000_8000]))
+                    .prop_map(|(at, idal)| Perturbation::Idal { at, idal }),
+                (0u64..100, proptest::sample::select(vec![0x0u64, 0x3_0800, 0x3_0c00, 0xf_f800, 0x10_0000, 0x8000_0000, 1 << 40, u64::MAX - 0x7ff]))
+                    .prop_map(|(at, idaw)| Perturbation::Idaw { at, idaw }),
+            ],
+            0..4,
+        ),
+    ) {
+        let ram = ram(RAM);
+        let width = if format2 { 8 } else { 4 };
+        let flags = if indirect { CcwFlags::CC | CcwFlags::IDA } else { CcwFlags::CC };
+        for i in 0..n {
+            let flags = if i + 1 < n { flags } else { flags.difference(CcwFlags::CC) };
+            let data = 0x2_0000 + 0x1000 * i;
+            let idal = 0x8000 + width * i;
+            let cda = if indirect { idal } else { data };
+            put(&ram, 0x1000 + 8 * i, 0x02, flags, count, u32::try_from(cda).unwrap());
+            if format2 {
+                ram.write(idal, &data.to_be_bytes()).unwrap();
+            } else {
+                ram.write(idal, &u32::try_from(data).unwrap().to_be_bytes()).unwrap();
+            }
+        }
+        for change in &changes {
+            match *change {
+                Perturbation::Header { at, cmd, flags, count } => {
+                    let [c0, c1] = count.to_be_bytes();
+                    ram.write(0x1000 + 8 * at, &[cmd, flags, c0, c1]).unwrap();
+                }
+                Perturbation::Idal { at, idal } => {
+                    ram.write(0x1004 + 8 * at, &idal.to_be_bytes()).unwrap();
+                }
+                Perturbation::Idaw { at, idaw } => {
+                    let bytes = idaw.to_be_bytes();
+                    let bytes = if format2 { &bytes[..] } else { &bytes[4..] };
+                    ram.write(0x8000 + width * at, bytes).unwrap();
+                    // An IDAL moved to 0x9000 finds the same IDAW there.
+                    ram.write(0x9000, bytes).unwrap();
+                }
+            }
+        }
+        let orb = orb_idaw(0x1000, format2, two_k);
+        proptest::prop_assert_eq!(translate(&orb, &ram), translate_general_only(&orb, &ram));
+    }
+}
