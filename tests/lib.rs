@@ -58,28 +58,32 @@ impl Backend {
     /// Start the backend, pinned to one CPU with taskset(1) if `cpu` is
     /// given (benchmarks).
     pub fn start_on_cpu(device: &str, log: &str, cpu: Option<usize>) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("ccw.sock");
-        let mut backend = Self::spawn(&socket, device, log, cpu, &[], None);
-        backend._dir = Some(dir);
-        backend
+        Self::in_tempdir(device, log, cpu, &[], None)
     }
 
     /// Start the backend with the given `RUST_LOG` filter, its standard
     /// error going to the file `stderr` (tests that read its log).
     pub fn start_logging_to(device: &str, log: &str, stderr: &Path) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("ccw.sock");
-        let mut backend = Self::spawn(&socket, device, log, None, &[], Some(stderr));
-        backend._dir = Some(dir);
-        backend
+        Self::in_tempdir(device, log, None, &[], Some(stderr))
     }
 
     /// Start the backend with extra command-line options.
     pub fn start_with_args(device: &str, extra: &[&str]) -> Self {
+        Self::in_tempdir(device, "debug", None, extra, None)
+    }
+
+    /// [`Backend::spawn`] on a socket in a temporary directory that lives
+    /// as long as the backend.
+    fn in_tempdir(
+        device: &str,
+        log: &str,
+        cpu: Option<usize>,
+        extra: &[&str],
+        stderr: Option<&Path>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("ccw.sock");
-        let mut backend = Self::spawn(&socket, device, "debug", None, extra, None);
+        let mut backend = Self::spawn(&socket, device, log, cpu, extra, stderr);
         backend._dir = Some(dir);
         backend
     }
