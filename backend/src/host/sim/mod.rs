@@ -142,13 +142,18 @@ impl SimSubchannel {
     }
 
     /// Vary the channel path on or off, as an operator or a machine check
-    /// would: the path masks change and a path event is reported.
+    /// would: the path masks change and a path event is reported. A path
+    /// event not yet collected is replaced: what the guest learns is the
+    /// path's state now (so an operator's loop with no session to collect
+    /// the reports cannot pile them up).
     pub fn vary_path(&mut self, online: bool) {
         if online {
             self.pmcw.pam |= PATH;
         } else {
             self.pmcw.pam &= !PATH;
         }
+        self.reports
+            .retain(|report| !matches!(report, HostEvent::PathChange { .. }));
         self.reports.push(HostEvent::PathChange {
             chpid: self.config.chpid,
             online,
@@ -1043,6 +1048,27 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Path events nobody collected yet (no session) do not pile up: the
+    /// last one, with the path's state now, is what is reported.
+    #[test]
+    fn path_events_not_yet_collected_are_replaced_by_the_last() {
+        let mut sim = sim(Duration::ZERO);
+        for i in 0..1000 {
+            sim.vary_path(i % 2 == 0);
+        }
+        assert_eq!(sim.reports.len(), 1);
+        let mut events = Vec::new();
+        sim.poll(&mut events).unwrap();
+        assert_eq!(
+            events,
+            [HostEvent::PathChange {
+                chpid: sim.config.chpid,
+                online: false
+            }]
+        );
+        assert_eq!(sim.pmcw.pam & PATH, 0);
     }
 
     #[test]
