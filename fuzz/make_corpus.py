@@ -104,6 +104,27 @@ def seeds():
     ]).program(0x180, [ccw1(WRITE, CC, 4, 0x204), ccw1(0x00, 0, 8, 0x200)])
     yield "data-chain-through-tic", orb(0x100, FORMAT1), ram
 
+    # Block I/O as Linux builds it: a run of READs of one 2K block each,
+    # format-2 IDAWs with the IDALs in a row; and the same with direct
+    # addresses (the translator's block-at-a-time common path).
+    ram = Ram().program(0x100, [
+        ccw1(READ, (CC if i < 23 else 0) | IDA, 0x800, 0x400 + 8 * i) for i in range(24)
+    ])
+    for i in range(24):
+        ram.put(0x400 + 8 * i, struct.pack(">Q", 0x1000 + 0x800 * i))
+    yield "block-reads-idal", orb(0x100, FORMAT1 | FORMAT2_IDAW | IDAW_2K), ram
+    ram = Ram().program(0x100, [
+        ccw1(WRITE, CC if i < 23 else 0, 0x800, 0x1000 + 0x800 * i) for i in range(24)
+    ])
+    yield "block-writes-direct", orb(0x100, FORMAT1), ram
+
+    # A backward TIC, then chaining on to the segment limit: the segment
+    # ends in the translator's not-fetched check point (257 entries).
+    ram = Ram().program(0x100, [ccw1(NOP, CC, 0, 0), ccw1(TIC, 0, 0, 0x100)] + [
+        ccw1(NOP, CC, 0, 0) for _ in range(254)
+    ])
+    yield "tic-then-full-segment", orb(0x100, FORMAT1), ram
+
 
 def main():
     os.makedirs(OUT, exist_ok=True)

@@ -942,12 +942,10 @@ pub fn translate(orb: &Orb, ram: &GuestRam) -> Result<ChannelProgram, TranslateE
 }
 
 /// [`translate`] without [`Builder::common_run`]: every CCW through the
-/// general path, for tests that prove both build the same program.
-#[cfg(test)]
-pub(crate) fn translate_general_only(
-    orb: &Orb,
-    ram: &GuestRam,
-) -> Result<ChannelProgram, TranslateError> {
+/// general path, for the tests and the fuzz target that prove both build
+/// the same program.
+#[doc(hidden)]
+pub fn translate_general_only(orb: &Orb, ram: &GuestRam) -> Result<ChannelProgram, TranslateError> {
     translate_with(orb, ram, false)
 }
 

@@ -1045,3 +1045,22 @@ proptest::proptest! {
         proptest::prop_assert_eq!(translate(&orb, &ram), translate_general_only(&orb, &ram));
     }
 }
+
+/// Past a TIC (here an orientation loop back to the start), the CCWs that
+/// follow are reached only by a status modifier: a segment that runs into
+/// the 256-CCW limit there is not refused but ends in a check point where
+/// the translator stopped fetching, its 257th entry.
+#[test]
+fn segment_past_a_tic_ends_in_a_not_fetched_check_at_the_limit() {
+    let ram = ram(RAM);
+    put(&ram, 0x1000, 0x03, CcwFlags::CC, 0, 0);
+    put(&ram, 0x1008, 0x08, CcwFlags::empty(), 0, 0x1000);
+    for i in 2..300u64 {
+        put(&ram, 0x1000 + 8 * i, 0x03, CcwFlags::CC, 0, 0);
+    }
+    let program = both_paths(&orb(0x1000), &ram);
+    assert_eq!(program.segments.len(), 1);
+    assert_eq!(program.segments[0].len, 257);
+    assert_eq!(check_reason(&program, 256), check::NOT_FETCHED);
+    assert_eq!(program.ccws[256].addr(), 0x1000 + 8 * 256);
+}
