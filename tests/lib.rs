@@ -58,51 +58,44 @@ impl Backend {
     /// Start the backend, pinned to one CPU with taskset(1) if `cpu` is
     /// given (benchmarks).
     pub fn start_on_cpu(device: &str, log: &str, cpu: Option<usize>) -> Self {
-        Self::in_tempdir(device, log, cpu, &[], None)
+        Self::spawn(None, device, log, cpu, &[], None)
     }
 
     /// Start the backend with the given `RUST_LOG` filter, its standard
     /// error going to the file `stderr` (tests that read its log).
     pub fn start_logging_to(device: &str, log: &str, stderr: &Path) -> Self {
-        Self::in_tempdir(device, log, None, &[], Some(stderr))
+        Self::spawn(None, device, log, None, &[], Some(stderr))
     }
 
     /// Start the backend with extra command-line options.
     pub fn start_with_args(device: &str, extra: &[&str]) -> Self {
-        Self::in_tempdir(device, "debug", None, extra, None)
-    }
-
-    /// [`Backend::spawn`] on a socket in a temporary directory that lives
-    /// as long as the backend.
-    fn in_tempdir(
-        device: &str,
-        log: &str,
-        cpu: Option<usize>,
-        extra: &[&str],
-        stderr: Option<&Path>,
-    ) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("ccw.sock");
-        let mut backend = Self::spawn(&socket, device, log, cpu, extra, stderr);
-        backend._dir = Some(dir);
-        backend
+        Self::spawn(None, device, "debug", None, extra, None)
     }
 
     /// Start the backend on a given socket path (to restart one in place).
     pub fn start_at(socket: &Path, device: &str) -> Self {
         // A stale socket file would look like a listening backend.
         let _ = std::fs::remove_file(socket);
-        Self::spawn(socket, device, "debug", None, &[], None)
+        Self::spawn(Some(socket), device, "debug", None, &[], None)
     }
 
+    /// Spawn the backend on `socket`, or on a socket in a temporary
+    /// directory that lives as long as the backend.
     fn spawn(
-        socket: &Path,
+        socket: Option<&Path>,
         device: &str,
         log: &str,
         cpu: Option<usize>,
         extra: &[&str],
         stderr: Option<&Path>,
     ) -> Self {
+        let (socket, dir) = match socket {
+            Some(socket) => (socket.to_path_buf(), None),
+            None => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                (dir.path().join("ccw.sock"), Some(dir))
+            }
+        };
         let mut command = match cpu {
             Some(cpu) => {
                 let mut taskset = Command::new("taskset");
@@ -116,7 +109,7 @@ impl Backend {
         };
         command
             .arg("--socket-path")
-            .arg(socket)
+            .arg(&socket)
             .arg("--device")
             .arg(device)
             .args(extra)
@@ -128,8 +121,8 @@ impl Backend {
         let child = command.spawn().expect("spawn vhost-user-ccw");
         let backend = Self {
             child,
-            socket: socket.to_path_buf(),
-            _dir: None,
+            socket,
+            _dir: dir,
         };
         backend.wait_for_socket();
         backend
