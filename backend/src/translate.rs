@@ -507,18 +507,6 @@ fn check_orb(orb: &Orb) -> Result<Mode, TranslateError> {
 /// NO OPERATION: a control command that never transfers data.
 const NOP: u8 = 0x03;
 
-/// Command codes [`Builder::common_run`] takes: every code with a
-/// direction ([`Direction::of`]) except NOP.
-const COMMON_COMMAND: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut cmd = 0;
-    while cmd < 256 {
-        table[cmd] = cmd & 7 != 0 && cmd != NOP as usize;
-        cmd += 1;
-    }
-    table
-};
-
 /// Program-check reasons.
 mod check {
     pub const CPA_ALIGNMENT: &str = ALL[0];
@@ -646,15 +634,14 @@ impl<const FORMAT2: bool, const BLOCK_4K: bool> BlockCheck<'_, FORMAT2, BLOCK_4K
     /// NOP.
     #[inline(always)]
     fn header(&self, word: u64) -> Option<u64> {
-        let cmd = word >> 56;
-        let common = word & Self::UNUSUAL == 0
-            && word & 0xffff << 32 != 0
-            && COMMON_COMMAND[usize::from(cmd as u8)];
-        common.then_some(if cmd & 1 != 0 {
-            self.send
-        } else {
-            self.receive
-        })
+        let [cmd, ..] = word.to_be_bytes();
+        if word & Self::UNUSUAL != 0 || word & 0xffff << 32 == 0 || cmd == NOP {
+            return None;
+        }
+        match Direction::of(cmd)? {
+            Direction::Out => Some(self.send),
+            Direction::In => Some(self.receive),
+        }
     }
 
     /// A block whose CCWs all have the first one's header and, with IDA,
