@@ -213,4 +213,7 @@ impl HostSubchannel for Box<dyn HostSubchannel> {
     fn wait(&mut self, timeout: Duration) -> Result<bool, HostError> {
         (**self).wait(timeout)
     }
+    fn inject(&mut self, fault: SimulatedFault) -> bool {
+        (**self).inject(fault)
+    }
 }
