@@ -629,13 +629,24 @@ impl VfioSubchannel {
     /// sets IDLE over the closed device, and vfio-ccw answers the next open
     /// with "not operational" for good (the mdev is lost until it is
     /// re-created). Waiting for the eventfd closes only after the worker.
-    fn await_final_interruption(&mut self) -> Result<(), HostError> {
+    fn await_final_interruption(&mut self) {
         if !self.interruption_due {
-            return Ok(());
+            return;
         }
-        if super::wait_readable(self.io_event.as_raw_fd(), FINAL_INTERRUPTION_WAIT)? {
+        let waited = super::wait_readable(self.io_event.as_raw_fd(), FINAL_INTERRUPTION_WAIT)
             // A session is ending: the interruption goes nowhere.
-            self.poll(&mut Vec::new())?;
+            .and_then(|ready| {
+                if ready {
+                    self.poll(&mut Vec::new())
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = waited {
+            log::warn!(
+                "vfio: {}: waiting for the final interruption: {e}",
+                self.target.name
+            );
         }
         if self.interruption_due {
             log::warn!(
@@ -643,7 +654,6 @@ impl VfioSubchannel {
                 self.target.name
             );
         }
-        Ok(())
     }
 
     fn unmap_ram(&mut self) {
@@ -923,7 +933,8 @@ impl HostSubchannel for VfioSubchannel {
             }
             Err(e) => return Err(e),
         }
-        self.await_final_interruption()?;
+        // Best effort: the device is closed whatever the wait ends with.
+        self.await_final_interruption();
         self.close_device();
         Ok(())
     }
