@@ -143,9 +143,9 @@ impl SimSubchannel {
 
     /// Vary the channel path on or off, as an operator or a machine check
     /// would: the path masks change and a path event is reported. A path
-    /// event not yet collected is replaced: what the guest learns is the
-    /// path's state now (so an operator's loop with no session to collect
-    /// the reports cannot pile them up).
+    /// event not yet collected is replaced, so that an operator's loop with
+    /// no session cannot pile reports up (the next session drops what was
+    /// reported before it; the path masks show the state either way).
     pub fn vary_path(&mut self, online: bool) {
         if online {
             self.pmcw.pam |= PATH;
@@ -162,8 +162,12 @@ impl SimSubchannel {
     }
 
     /// Detach the device: whatever runs is lost, the subchannel is not
-    /// operational from now on, and the loss is reported.
+    /// operational from now on, and the loss is reported (once: a device
+    /// already gone is not reported again).
     pub fn remove_device(&mut self) {
+        if !self.present {
+            return;
+        }
         self.present = false;
         self.running = None;
         self.scsw = Scsw::default();
@@ -1069,6 +1073,18 @@ mod tests {
             }]
         );
         assert_eq!(sim.pmcw.pam & PATH, 0);
+    }
+
+    /// A device removed again is not reported again.
+    #[test]
+    fn a_removed_device_is_reported_gone_once() {
+        let mut sim = sim(Duration::ZERO);
+        for _ in 0..3 {
+            sim.remove_device();
+        }
+        let mut events = Vec::new();
+        sim.poll(&mut events).unwrap();
+        assert_eq!(events, [HostEvent::DeviceGone]);
     }
 
     #[test]
