@@ -204,8 +204,14 @@ impl CkdImage {
     /// Map the image so that reads take records straight from the host's
     /// page cache (one copy into guest memory instead of a read into a
     /// buffer and a copy). Without a mapping (this failed, or a page-in
-    /// failed since) tracks are read with pread.
+    /// failed since) tracks are read with pread. Only an image opened for
+    /// writing is mapped: its lock is what keeps other writers from
+    /// changing bytes under a slice of the mapping, and a read-only open
+    /// takes none.
     pub fn map_for_reads(&mut self) {
+        if !self.writable {
+            return;
+        }
         let mapped = usize::try_from(Self::file_size(&self.geometry))
             .map_err(std::io::Error::other)
             // SAFETY: the image is locked (flock) against other writers,
@@ -308,8 +314,8 @@ impl CkdImage {
     /// the image's mapping when it is mapped (`buffer` is not used then;
     /// check [`CkdImage::mapped_reads_good`] after reading it), else read
     /// into `buffer` (reused: the device reads track after track without
-    /// allocating). The checksum is verified the first time the slot is
-    /// read after open. With pread only the header and the records are
+    /// allocating). From the mapping the checksum is verified the first
+    /// time the slot is read after open; with pread, every time. With pread only the header and the records are
     /// read; the rest of the slot is taken as the zeros the writer stored
     /// there (the checksum covers it as such), which spares copying the
     /// unused end of every track. `expected` is the number of bytes the
