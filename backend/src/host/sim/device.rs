@@ -70,7 +70,10 @@ pub enum OutPlace<'a> {
     No,
     /// Executed: the channel stores the bytes it offers into the fields,
     /// one after the other (zeros where it offers fewer), and the command
-    /// ends with the response.
+    /// ends with the response. The device has acted already: if the
+    /// channel cannot take the guest's data (a channel data check), the
+    /// fields keep what was stored up to there, the rest zeros, as a real
+    /// device that received part of a record.
     Into(DeviceResponse, [&'a mut [u8]; 2]),
 }
 

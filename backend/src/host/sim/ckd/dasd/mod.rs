@@ -1044,11 +1044,6 @@ impl Dasd {
         DeviceResponse::unit_check()
     }
 
-    /// An in-place write that failed before taking data: unit check.
-    fn write_failed(&mut self, code: u8, fault: Fault) -> OutPlace<'static> {
-        OutPlace::Into(self.failed(code, fault), [&mut [], &mut []])
-    }
-
     /// WRITE DATA / WRITE KEY AND DATA: replace the fields of an existing
     /// record, whose layout must be what the Locate Record announced.
     fn update_write(
@@ -1061,12 +1056,8 @@ impl Dasd {
         let [key, record] = self
             .update_fields(r, with_key)
             .ok_or(Fault::EquipmentCheck)?;
-        fill(
-            key,
-            data.get(..key.len().min(data.len())).unwrap_or_default(),
-        );
-        let at = key.len().min(data.len());
-        fill(record, data.get(at..).unwrap_or_default());
+        fill(key, data);
+        fill(record, data.get(key.len()..).unwrap_or_default());
         Done::len(wanted)
     }
 
@@ -1297,15 +1288,16 @@ impl DeviceModel for Dasd {
             _ => return OutPlace::No,
         };
         self.begin_in_place(code, chaining);
-        if let Err(fault) = self.enter_domain(code, chaining) {
-            return self.write_failed(code, fault);
-        }
-        let (r, wanted) = match self.prepare_update(with_key, code & cmd::MT != 0) {
+        let found = self
+            .enter_domain(code, chaining)
+            .and_then(|()| self.prepare_update(with_key, code & cmd::MT != 0));
+        let (r, wanted) = match found {
             Ok(found) => found,
-            Err(fault) => return self.write_failed(code, fault),
+            Err(fault) => return OutPlace::Into(self.failed(code, fault), [&mut [], &mut []]),
         };
         match self.update_fields(r, with_key) {
             Some(fields) => OutPlace::Into(DeviceResponse::done(wanted), fields),
+            // Not reached: prepare_update just made the track a view.
             None => OutPlace::Into(DeviceResponse::unit_check(), [&mut [], &mut []]),
         }
     }

@@ -1007,9 +1007,7 @@ fn run_writes_in_place(dev: &mut Dasd, chain: &mut [C]) -> Vec<DeviceResponse> {
         match dev.write_in_place(c.code, c.data.len(), chaining) {
             OutPlace::Into(r, [key, data]) => {
                 assert!(key.is_empty(), "WRITE DATA has no key field");
-                let n = data.len().min(c.data.len());
-                data[..n].copy_from_slice(&c.data[..n]);
-                data[n..].fill(0);
+                fill(data, &c.data);
                 r
             }
             OutPlace::No => panic!("WRITE DATA not taken in place"),
