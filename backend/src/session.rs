@@ -273,24 +273,27 @@ impl Session {
             let answer_first = lock(&self.subchannel)
                 .start_function()
                 .is_some_and(|start| start.program.data_bytes > SHORT_PROGRAM_BYTES);
+            let responses_out = || -> std::io::Result<()> {
+                vrings[REQUEST_QUEUE].signal_used_queue()?;
+                debug!("requestq: responses out");
+                Ok(())
+            };
             if answer_first {
                 // The frontend's instruction (a guest's SSCH, which holds a
                 // vCPU and QEMU's big lock) waits only for the condition
                 // code, as with a real channel subsystem, not for the data
                 // transfer and the device's flush; the guest goes on
                 // (finishing its previous request) while the program runs.
-                vrings[REQUEST_QUEUE].signal_used_queue()?;
-                debug!("requestq: responses out");
+                responses_out()?;
             }
-            // A program that moves a few bytes (SENSE ID, a NOP, the DASD's
-            // identification) is run before the answer, so that its
-            // interruption goes out with the responses: one notification
-            // instead of two.
             lock(&self.subchannel).host_ready();
             self.deliver_events(&vrings[EVENT_QUEUE], &ram)?;
             if !answer_first {
-                vrings[REQUEST_QUEUE].signal_used_queue()?;
-                debug!("requestq: responses out");
+                // A program that moves a few bytes (SENSE ID, a NOP, the
+                // DASD's identification) ran before the answer, so that its
+                // interruption goes out with the responses: one
+                // notification instead of two.
+                responses_out()?;
             }
             return Ok(());
         }
