@@ -253,7 +253,9 @@ mod tests {
     use super::*;
 
     fn file_of_pages(pages: usize) -> (File, usize) {
-        let page = PAGE_SIZE.load(Ordering::Relaxed).max(4096);
+        // The handler's installation reads the host's page size.
+        install_handler().expect("SIGBUS handler");
+        let page = PAGE_SIZE.load(Ordering::Relaxed);
         let mut file = vmm_sys_util::tempfile::TempFile::new()
             .expect("temp file")
             .into_file();

@@ -1,6 +1,7 @@
 //! The few raw OS calls the backend makes that neither std nor the rust-vmm
 //! crates wrap. Every `unsafe` block of the daemon outside `vfio` and
-//! `mapped_file` (the image mapping and its SIGBUS handler) lives here.
+//! `mapped_file` (the image mapping and its SIGBUS handler, and the one
+//! call of the unsafe `MappedFile::map` in `ckd/image.rs`) lives here.
 
 use std::io;
 use std::os::fd::AsRawFd;
