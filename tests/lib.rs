@@ -238,12 +238,13 @@ pub fn succeeded(out: &std::process::Output) -> String {
 }
 
 /// Run `vhost-user-ccw image ARGS…`; its standard output.
+#[track_caller]
 pub fn image_tool(args: &[&std::ffi::OsStr]) -> String {
     let out = Command::new(binary("vhost-user-ccw"))
         .arg("image")
         .args(args)
         .output()
-        .expect("run vhost-user-ccw image");
+        .unwrap_or_else(|e| panic!("run vhost-user-ccw image {args:?}: {e}"));
     succeeded(&out)
 }
 

@@ -229,27 +229,25 @@ impl Qemu {
 
     /// Wait for status pending and take the IRB with TEST SUBCHANNEL.
     pub fn wait_irb(&mut self, schid: &str, timeout: Duration) -> Irb {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let (cc, irb) = self.tsch(schid);
-            if cc == 0 {
-                return irb;
-            }
-            assert!(Instant::now() < deadline, "no interruption on {schid}");
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let what = format!("an interruption on {schid}");
+        Self::poll_until(timeout, &what, || self.tsch(schid))
     }
 
     /// Wait for a channel report and take it with STORE CHANNEL REPORT
     /// WORD.
     pub fn wait_crw(&mut self, timeout: Duration) -> Crw {
+        Self::poll_until(timeout, "a channel report", || self.stcrw())
+    }
+
+    /// Repeat an instruction until it ends with cc 0; what it stored.
+    fn poll_until<T>(timeout: Duration, what: &str, mut instruction: impl FnMut() -> (u8, T)) -> T {
         let deadline = Instant::now() + timeout;
         loop {
-            let (cc, crw) = self.stcrw();
+            let (cc, stored) = instruction();
             if cc == 0 {
-                return crw;
+                return stored;
             }
-            assert!(Instant::now() < deadline, "no channel report");
+            assert!(Instant::now() < deadline, "no {what}");
             std::thread::sleep(Duration::from_millis(2));
         }
     }

@@ -300,6 +300,8 @@ fn setup_with_control(
     let control = dir.path().join("control.sock");
     let backend =
         Backend::start_with_args(device, &["--control-socket", control.to_str().unwrap()]);
+    // The backend binds the control socket after its vhost-user socket.
+    vhost_user_ccw_tests::wait_for_path(&control);
     let (backend, qemu, schid) = setup_on(backend);
     (backend, dir, control, qemu, schid)
 }
@@ -343,6 +345,12 @@ fn device_removed_under_qemu_makes_ssch_not_operational() {
         vhost_user_ccw_tests::control(&control, "remove-device")["ok"],
         true
     );
+    let stats = || vhost_user_ccw_tests::control(&control, "stats")["subchannels"][0].clone();
+    let before = stats();
     ccw(&mut qemu, 0x1000, 0xe4, CcwFlags::SLI, 40, 0x2000);
     assert_eq!(qemu.ssch(&schid, ORB_ADDR, &orb(0x1000)), 3);
+    // No program ran: no byte moved, no interruption.
+    let after = stats();
+    assert_eq!(after["bytes_moved"], before["bytes_moved"]);
+    assert_eq!(after["interrupts"], before["interrupts"]);
 }
