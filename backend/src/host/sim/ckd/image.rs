@@ -311,14 +311,15 @@ impl CkdImage {
     }
 
     /// The slot of (`cyl`, `head`) with its records indexed in place: in
-    /// the image's mapping when it is mapped (`buffer` is not used then;
-    /// check [`CkdImage::mapped_reads_good`] after reading it), else read
-    /// into `buffer` (reused: the device reads track after track without
-    /// allocating). From the mapping the checksum is verified the first
-    /// time the slot is read after open; with pread, every time. With pread only the header and the records are
-    /// read; the rest of the slot is taken as the zeros the writer stored
-    /// there (the checksum covers it as such), which spares copying the
-    /// unused end of every track. `expected` is the number of bytes the
+    /// the image's mapping when it is mapped (check
+    /// [`CkdImage::mapped_reads_good`] after reading it; `buffer` is kept
+    /// for copying the slot out to change it), else read into `buffer`
+    /// (reused: the device reads track after track without allocating).
+    /// From the mapping the checksum is verified the first time the slot
+    /// is read after open; with pread, every time. With pread only the
+    /// header and the records are read; the rest of the slot is taken as
+    /// the zeros the writer stored there (the checksum covers it as such),
+    /// which spares copying the unused end of every track. `expected` is the number of bytes the
     /// caller expects the header and records to take (the last track's):
     /// one read when it is right, a second one for the rest when it is
     /// short.
@@ -335,7 +336,7 @@ impl CkdImage {
         let track_error = |source| CkdError::Track { cyl, head, source };
         if let Some(map) = &self.map {
             let at = usize::try_from(offset).unwrap_or(usize::MAX);
-            let view = TrackView::parse_mapped(Arc::clone(map), at, cyl, head, checksum)
+            let view = TrackView::parse_mapped(Arc::clone(map), at, cyl, head, checksum, buffer)
                 .map_err(track_error)?;
             self.set_verified(track, true);
             return Ok(view);

@@ -46,7 +46,8 @@ pub struct TrackView {
 
 /// Where a view's slot bytes are: in the image's mapping, `SLOT_SIZE`
 /// bytes from its offset, or (read, built, or copied out to be changed) in
-/// memory of the view's own.
+/// memory of the view's own (for a mapped slot, a buffer kept for the copy
+/// and given back by [`TrackView::into_slot`]).
 #[derive(Debug, Clone)]
 struct Slot {
     mapped: Option<(Arc<MappedFile>, usize)>,
@@ -64,7 +65,9 @@ impl Slot {
     /// The bytes, copied out of the mapping first if they are there.
     fn owned(&mut self) -> &mut Vec<u8> {
         if let Some((map, offset)) = self.mapped.take() {
-            self.owned = map.bytes()[offset..offset + SLOT_SIZE].to_vec();
+            self.owned.clear();
+            self.owned
+                .extend_from_slice(&map.bytes()[offset..offset + SLOT_SIZE]);
         }
         &mut self.owned
     }
@@ -163,6 +166,7 @@ impl TrackView {
         cyl: u16,
         head: u16,
         checksum: bool,
+        buffer: Vec<u8>,
     ) -> Result<Self, TrackError> {
         let slot = map
             .bytes()
@@ -172,7 +176,7 @@ impl TrackView {
         Ok(Self {
             slot: Slot {
                 mapped: Some((map, offset)),
-                owned: Vec::new(),
+                owned: buffer,
             },
             records,
         })
@@ -244,7 +248,7 @@ impl TrackView {
         self.slot.bytes()
     }
 
-    /// Give the slot buffer back for reuse (none for a mapped slot).
+    /// Give the slot buffer back for reuse.
     pub fn into_slot(self) -> Vec<u8> {
         self.slot.owned
     }
