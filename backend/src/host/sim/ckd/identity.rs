@@ -176,8 +176,9 @@ pub fn record_cells(kl: usize, dl: usize) -> u32 {
 }
 
 /// Whether records R1… with these (key length, data length) pairs fit on
-/// one 3390 track after the standard R0.
-pub fn records_fit(records: impl IntoIterator<Item = (usize, usize)>) -> bool {
+/// one 3390 track after the standard R0 (the capacity tests' wording).
+#[cfg(test)]
+fn records_fit(records: impl IntoIterator<Item = (usize, usize)>) -> bool {
     track_fits((0, R0_DATA_LEN), records)
 }
 
