@@ -550,8 +550,8 @@ fn execute_step(
         Some(response) => response,
         None => {
             // Zeroed, so that no byte of an earlier command can reach the
-            // guest (or the device, past what the channel offers) whatever
-            // the device answers.
+            // guest whatever an input device answers (for output, gather
+            // fills the buffer: the data offered, zeros after it).
             buffer.clear();
             buffer.resize(total, 0);
             if direction == Direction::Out {
