@@ -68,7 +68,7 @@ KPKG=$(cat "$plain_kit/version")
 # current kernel (as guest-kit.sh does when its own download fails).
 kernel_gone() {
     rm -f "$cache/guest-debs/bookworm-backports.pin"
-    log "the packages of kernel $KPKG are no longer in bookworm-backports: run again to use its current kernel"
+    log "the packages of kernel $KPKG could not be fetched (no longer in bookworm-backports, or the download failed): its pin is dropped; run again to use bookworm-backports' current kernel"
     exit 1
 }
 
